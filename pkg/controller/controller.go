@@ -105,6 +105,7 @@ type Controller struct {
 	opts    Options
 	queue   source.Queue
 	metrics *metrics.Controller
+	m       boundMetrics
 
 	mu      sync.Mutex
 	sources []source.Source
@@ -143,7 +144,27 @@ func New(name string, r Reconciler, opts Options) (*Controller, error) {
 		Name:            name,
 		MetricsProvider: m.Queue,
 	})
-	return &Controller{name: name, do: r, opts: opts, queue: q, metrics: m}, nil
+	c := &Controller{name: name, do: r, opts: opts, queue: q, metrics: m}
+	c.m = boundMetrics{
+		active:        m.ActiveWorkers.WithLabelValues(name),
+		duration:      m.ReconcileTime.WithLabelValues(name),
+		errors:        m.ReconcileErrors.WithLabelValues(name),
+		terminal:      m.TerminalReconcileErrors.WithLabelValues(name),
+		panics:        m.ReconcilePanics.WithLabelValues(name),
+		resError:      m.ReconcileTotal.WithLabelValues(name, "error"),
+		resRequeueAft: m.ReconcileTotal.WithLabelValues(name, "requeue_after"),
+		resRequeue:    m.ReconcileTotal.WithLabelValues(name, "requeue"),
+		resSuccess:    m.ReconcileTotal.WithLabelValues(name, "success"),
+	}
+	return c, nil
+}
+
+// boundMetrics are the controller's metric children, looked up once.
+type boundMetrics struct {
+	active                                          prometheus.Gauge
+	duration                                        prometheus.Observer
+	errors, terminal, panics                        prometheus.Counter
+	resError, resRequeueAft, resRequeue, resSuccess prometheus.Counter
 }
 
 // Name returns the controller's name.
@@ -233,9 +254,8 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		c.queue.Forget(req)
 		return true
 	}
-	active := c.metrics.ActiveWorkers.WithLabelValues(c.name)
-	active.Inc()
-	defer active.Dec()
+	c.m.active.Inc()
+	defer c.m.active.Dec()
 	c.reconcileHandler(ctx, req)
 	return true
 }
@@ -251,14 +271,14 @@ func (c *Controller) reconcileHandler(ctx context.Context, req Request) {
 	}
 	start := time.Now()
 	res, err := c.reconcile(ctx, req)
-	c.metrics.ReconcileTime.WithLabelValues(c.name).Observe(time.Since(start).Seconds())
+	c.m.duration.Observe(time.Since(start).Seconds())
 
 	switch {
 	case err != nil:
-		c.metrics.ReconcileErrors.WithLabelValues(c.name).Inc()
-		c.metrics.ReconcileTotal.WithLabelValues(c.name, "error").Inc()
+		c.m.errors.Inc()
+		c.m.resError.Inc()
 		if IsTerminal(err) {
-			c.metrics.TerminalReconcileErrors.WithLabelValues(c.name).Inc()
+			c.m.terminal.Inc()
 			c.queue.Forget(req)
 			log.Error(err, "reconciler returned a terminal error; not retrying")
 			return
@@ -268,13 +288,13 @@ func (c *Controller) reconcileHandler(ctx context.Context, req Request) {
 	case res.RequeueAfter > 0:
 		c.queue.Forget(req)
 		c.queue.AddAfter(req, res.RequeueAfter)
-		c.metrics.ReconcileTotal.WithLabelValues(c.name, "requeue_after").Inc()
+		c.m.resRequeueAft.Inc()
 	case res.Requeue:
 		c.queue.AddRateLimited(req)
-		c.metrics.ReconcileTotal.WithLabelValues(c.name, "requeue").Inc()
+		c.m.resRequeue.Inc()
 	default:
 		c.queue.Forget(req)
-		c.metrics.ReconcileTotal.WithLabelValues(c.name, "success").Inc()
+		c.m.resSuccess.Inc()
 	}
 }
 
@@ -282,7 +302,7 @@ func (c *Controller) reconcile(ctx context.Context, req Request) (res Result, er
 	if *c.opts.RecoverPanic {
 		defer func() {
 			if r := recover(); r != nil {
-				c.metrics.ReconcilePanics.WithLabelValues(c.name).Inc()
+				c.m.panics.Inc()
 				err = errs.New(errs.Internal, "panic in reconciler: %v", r)
 				LoggerFrom(ctx).Error(err, "recovered panic", "stack", string(debug.Stack()))
 			}
