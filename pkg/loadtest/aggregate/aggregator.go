@@ -249,6 +249,8 @@ type Progress struct {
 	RPS float64
 	// P50 and P99 are the corrected latency quantiles so far.
 	P50, P99 time.Duration
+	// Codes counts samples per result code so far.
+	Codes map[string]int64
 }
 
 type codeKey struct {
@@ -279,6 +281,7 @@ type Aggregator struct {
 	sinks    []Sink
 	streaks  []time.Duration
 	classes  [numClasses]int64
+	scratch  *Sample // the sample being recorded; sinks see a pointer to it
 }
 
 // closeGrace is how long a second stays open after it ended, for samples
@@ -309,6 +312,7 @@ func New(opts Options) *Aggregator {
 		open:     map[int64]*liveSecond{},
 		sinks:    opts.Sinks,
 		streaks:  make([]time.Duration, len(opts.Rules)),
+		scratch:  new(Sample),
 	}
 }
 
@@ -357,7 +361,8 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			for {
 				select {
 				case s := <-a.ch:
-					a.record(&s)
+					*a.scratch = s
+					a.record(a.scratch)
 					continue
 				default:
 				}
@@ -375,11 +380,12 @@ func (a *Aggregator) Run(ctx context.Context) error {
 func (a *Aggregator) take(s Sample) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.record(&s)
+	*a.scratch = s
+	a.record(a.scratch)
 	for i := 0; i < 256; i++ {
 		select {
-		case s = <-a.ch:
-			a.record(&s)
+		case *a.scratch = <-a.ch:
+			a.record(a.scratch)
 		default:
 			return
 		}
@@ -524,6 +530,10 @@ func (a *Aggregator) Progress() Progress {
 	}
 	if t.Count > 0 {
 		p.P50, p.P99 = t.Latency.Quantile(50), t.Latency.Quantile(99)
+	}
+	p.Codes = make(map[string]int64, len(a.res.Codes))
+	for k, v := range a.res.Codes {
+		p.Codes[k] = v.Count
 	}
 	return p
 }
