@@ -40,6 +40,7 @@ type Cache struct {
 	mu        sync.Mutex
 	informers map[string]*Informer
 	ctx       context.Context // set by Start
+	stopped   bool            // Start is returning: start no more informers
 	wg        sync.WaitGroup
 	runErr    chan error
 }
@@ -73,7 +74,7 @@ func (c *Cache) Informer(kind string) (*Informer, error) {
 	}
 	inf := NewInformer(c.st, kind, o)
 	c.informers[kind] = inf
-	if c.ctx != nil {
+	if c.ctx != nil && !c.stopped {
 		c.run(inf)
 	}
 	return inf, nil
@@ -98,13 +99,16 @@ func (c *Cache) IndexField(kind, name string, fn IndexFunc) error {
 }
 
 // Start runs every informer, present and future, until ctx ends, then
-// waits for them to stop. It returns the first informer error.
+// waits for them to stop. An informer that fails for good (see
+// Informer.Run) stops the others, and Start returns its error.
 func (c *Cache) Start(ctx context.Context) error {
 	c.mu.Lock()
 	if c.ctx != nil {
 		c.mu.Unlock()
 		return errs.New(errs.FailedPrecondition, "cache already started")
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	c.ctx = ctx
 	for _, inf := range c.informers {
 		c.run(inf)
@@ -115,6 +119,10 @@ func (c *Cache) Start(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-c.runErr:
 	}
+	c.mu.Lock()
+	c.stopped = true // no wg.Add may race with the Wait below
+	c.mu.Unlock()
+	cancel()
 	c.wg.Wait()
 	return err
 }

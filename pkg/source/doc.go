@@ -5,7 +5,8 @@
 // new state of every change. It is level-triggered like client-go's: a
 // watch position that expired ends in a relist whose differences are
 // delivered as ordinary events (a deleted object is reported once, an
-// object that is still there is never reported deleted), and a watch that
+// object that is still there is never reported deleted, one deleted and
+// created again under the same key is a delete and an add), and a watch that
 // fails is resumed from its last revision with backoff. Events whose
 // resourceVersion is not newer than the cached object's are dropped, so a
 // watch that repeats what the list already showed delivers nothing twice.

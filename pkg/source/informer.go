@@ -22,10 +22,12 @@ type ListWatcher interface {
 	store.Watcher
 }
 
-// ResourceEventHandler receives an informer's changes. Calls come from one
-// goroutine per informer, in order; they must not block for long (a
-// controller's handler only adds to a work queue). Objects are the cache's
-// own: handlers must not modify them.
+// ResourceEventHandler receives an informer's changes. Calls to the
+// handlers of one informer never overlap and come in the order of the
+// changes, after the cache reflects them, so a handler may read the cache
+// (Get, List, ByIndex, or a Cache over the informer); calls must not block
+// for long (a controller's handler only adds to a work queue). Objects are
+// the cache's own: handlers must not modify them.
 type ResourceEventHandler interface {
 	// OnAdd is called for a new object; isInInitialList is true for
 	// objects of the first list.
@@ -94,7 +96,13 @@ type Informer struct {
 	kind string
 	opts InformerOptions
 
-	mu       sync.RWMutex
+	// deliver serializes changes with the handler calls that report
+	// them (and the replay for a handler added late), so that every
+	// handler sees each change exactly once and in order. Handlers run
+	// under deliver but not under mu, so they may read the cache.
+	deliver sync.Mutex
+
+	mu       sync.RWMutex // guards the cache: items, indexes, handlers
 	items    map[meta.Key]meta.Object
 	indexers map[string]IndexFunc
 	indices  map[string]map[string]map[meta.Key]struct{}
@@ -151,14 +159,45 @@ func (inf *Informer) AddIndex(name string, fn IndexFunc) error {
 
 // AddEventHandler registers h. A handler added after the initial list
 // first receives OnAdd for every cached object (with isInInitialList true),
-// so that it misses nothing.
+// so that it misses nothing, then every later change. It must not be
+// called from a handler of the same informer.
 func (inf *Informer) AddEventHandler(h ResourceEventHandler) {
+	inf.deliver.Lock()
+	defer inf.deliver.Unlock()
 	inf.mu.Lock()
-	defer inf.mu.Unlock()
 	inf.handlers = append(inf.handlers, h)
+	var replay []meta.Object
 	if inf.synced.Load() {
+		replay = make([]meta.Object, 0, len(inf.items))
 		for _, obj := range inf.items {
-			h.OnAdd(obj, true)
+			replay = append(replay, obj)
+		}
+	}
+	inf.mu.Unlock()
+	for _, obj := range replay {
+		h.OnAdd(obj, true)
+	}
+}
+
+// notification is one handler call to make.
+type notification struct {
+	old, obj meta.Object // old is nil for an add; obj is nil for a delete
+	initial  bool
+}
+
+// notify calls every handler in hs for each of ns; the caller holds
+// deliver but not mu.
+func notify(hs []ResourceEventHandler, ns []notification) {
+	for _, n := range ns {
+		for _, h := range hs {
+			switch {
+			case n.obj == nil:
+				h.OnDelete(n.old)
+			case n.old == nil:
+				h.OnAdd(n.obj, n.initial)
+			default:
+				h.OnUpdate(n.old, n.obj)
+			}
 		}
 	}
 }
@@ -310,14 +349,14 @@ func (inf *Informer) relist(ctx context.Context) error {
 	inf.revision = revision
 	first := !inf.synced.Load()
 
+	inf.deliver.Lock()
+	defer inf.deliver.Unlock()
+	var ns []notification
 	inf.mu.Lock()
-	defer inf.mu.Unlock()
 	for k, old := range inf.items {
 		if _, ok := fresh[k]; !ok {
 			inf.remove(k, old)
-			for _, h := range inf.handlers {
-				h.OnDelete(old)
-			}
+			ns = append(ns, notification{old: old})
 		}
 	}
 	for k, obj := range fresh {
@@ -326,14 +365,17 @@ func (inf *Informer) relist(ctx context.Context) error {
 			continue
 		}
 		inf.put(k, obj, old)
-		for _, h := range inf.handlers {
-			if had {
-				h.OnUpdate(old, obj)
-			} else {
-				h.OnAdd(obj, first)
-			}
+		if had && !sameIncarnation(old, obj) {
+			// Deleted and created again while the watch was away: that
+			// is two changes, not an update.
+			ns = append(ns, notification{old: old}, notification{obj: obj})
+			continue
 		}
+		ns = append(ns, notification{old: old, obj: obj, initial: first})
 	}
+	hs := inf.handlers
+	inf.mu.Unlock()
+	notify(hs, ns)
 	if first {
 		inf.synced.Store(true)
 		close(inf.syncedCh)
@@ -381,45 +423,53 @@ func (inf *Informer) watch(ctx context.Context, resync *<-chan time.Time) (expir
 func (inf *Informer) apply(ev store.Event) {
 	obj := ev.Object
 	k := meta.KeyOf(obj)
+	inf.deliver.Lock()
+	defer inf.deliver.Unlock()
 	inf.mu.Lock()
-	defer inf.mu.Unlock()
+	ns := inf.change(ev.Type, k, obj)
+	hs := inf.handlers
+	inf.mu.Unlock()
+	notify(hs, ns)
+}
+
+// change applies one watch event to the cache and returns the handler
+// calls it makes; the caller holds mu.
+func (inf *Informer) change(typ store.EventType, k meta.Key, obj meta.Object) []notification {
 	old, had := inf.items[k]
 	matches := inf.opts.Selector == nil || inf.opts.Selector.Matches(labels.Set(obj.GetObjectMeta().Labels))
-	if ev.Type == store.Deleted || !matches {
+	if typ == store.Deleted || !matches {
 		if !had {
-			return
+			return nil
 		}
-		if ev.Type == store.Deleted && !olderOrSame(old, obj) {
+		if typ == store.Deleted && !olderOrSame(old, obj) {
 			// A delete of an incarnation older than the cached one.
-			return
+			return nil
 		}
 		inf.remove(k, old)
-		for _, h := range inf.handlers {
-			h.OnDelete(old)
-		}
-		return
+		return []notification{{old: old}}
 	}
 	if had && olderOrSame(obj, old) {
-		return // the list already showed this version, or a newer one
+		return nil // the list already showed this version, or a newer one
 	}
 	inf.put(k, obj, old)
-	for _, h := range inf.handlers {
-		if had {
-			h.OnUpdate(old, obj)
-		} else {
-			h.OnAdd(obj, false)
-		}
+	if had && !sameIncarnation(old, obj) {
+		// The delete of the cached incarnation was not seen.
+		return []notification{{old: old}, {obj: obj}}
 	}
+	return []notification{{old: old, obj: obj}}
 }
 
 func (inf *Informer) resync() {
+	inf.deliver.Lock()
+	defer inf.deliver.Unlock()
 	inf.mu.RLock()
-	defer inf.mu.RUnlock()
+	ns := make([]notification, 0, len(inf.items))
 	for _, obj := range inf.items {
-		for _, h := range inf.handlers {
-			h.OnUpdate(obj, obj)
-		}
+		ns = append(ns, notification{old: obj, obj: obj})
 	}
+	hs := inf.handlers
+	inf.mu.RUnlock()
+	notify(hs, ns)
 }
 
 // put stores obj under k (replacing old, which may be nil) and updates the
@@ -479,6 +529,13 @@ func olderOrSame(a, b meta.Object) bool {
 	av, err1 := meta.ParseResourceVersion(am.ResourceVersion)
 	bv, err2 := meta.ParseResourceVersion(bm.ResourceVersion)
 	return err1 == nil && err2 == nil && av <= bv
+}
+
+// sameIncarnation reports whether a and b are the same object rather than
+// two objects that had the same key one after the other.
+func sameIncarnation(a, b meta.Object) bool {
+	au, bu := a.GetObjectMeta().UID, b.GetObjectMeta().UID
+	return au == "" || bu == "" || au == bu
 }
 
 func sameVersion(a, b meta.Object) bool {

@@ -1,0 +1,231 @@
+// Package runtimetest holds what the runtime's tests (pkg/source,
+// pkg/controller, pkg/manager) share: small resource kinds, stores of every
+// backend over them, and helpers that wait on conditions with generous
+// deadlines instead of sleeping.
+package runtimetest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/capstanhq/capstan/pkg/meta"
+	"github.com/capstanhq/capstan/pkg/store"
+	"github.com/capstanhq/capstan/pkg/store/memory"
+)
+
+// Kind names registered by NewScheme.
+const (
+	// WidgetKind is namespaced and typed (*Widget).
+	WidgetKind = "Widget"
+	// GadgetKind is namespaced and typed (*Gadget); tests use it for
+	// dependents of Widgets, and of other Gadgets.
+	GadgetKind = "Gadget"
+	// RackKind is cluster-scoped and typed (*Rack).
+	RackKind = "Rack"
+)
+
+// Wait is how long tests wait for a condition that should hold soon. It is
+// generous: the embedded server's oplog watch has a p99 latency of about
+// 260 ms under -race on a busy machine.
+const Wait = 30 * time.Second
+
+// Widget is the kind most tests reconcile.
+type Widget struct {
+	meta.ObjectMeta `json:"metadata"`
+	// Spec is the desired state.
+	Spec WidgetSpec `json:"spec"`
+	// Status is the observed state.
+	Status WidgetStatus `json:"status"`
+}
+
+// WidgetSpec is a Widget's desired state.
+type WidgetSpec struct {
+	// Size is a number tests change to make updates.
+	Size int `json:"size"`
+	// Color is a free string.
+	Color string `json:"color,omitempty"`
+	// Tags is a slice, to check that copies do not share it.
+	Tags []string `json:"tags,omitempty"`
+}
+
+// WidgetStatus is a Widget's observed state.
+type WidgetStatus struct {
+	// ObservedSize is the Size a reconciler last saw.
+	ObservedSize int `json:"observedSize,omitempty"`
+	// Phase is a free string.
+	Phase string `json:"phase,omitempty"`
+}
+
+// Gadget is a kind that tests use as a dependent.
+type Gadget struct {
+	meta.ObjectMeta `json:"metadata"`
+	// Spec is the desired state.
+	Spec GadgetSpec `json:"spec"`
+}
+
+// GadgetSpec is a Gadget's desired state.
+type GadgetSpec struct {
+	// Note is a free string.
+	Note string `json:"note,omitempty"`
+}
+
+// Rack is a cluster-scoped kind.
+type Rack struct {
+	meta.ObjectMeta `json:"metadata"`
+	// Spec is the desired state.
+	Spec RackSpec `json:"spec"`
+}
+
+// RackSpec is a Rack's desired state.
+type RackSpec struct {
+	// Slots is a number.
+	Slots int `json:"slots"`
+}
+
+// NewScheme returns a scheme with Widget, Gadget and Rack.
+func NewScheme() *store.Scheme {
+	s := store.NewScheme()
+	store.MustRegister[Widget](s, WidgetKind)
+	store.MustRegister[Gadget](s, GadgetKind)
+	store.MustRegister[Rack](s, RackKind, store.ClusterScoped())
+	return s
+}
+
+// NewWidget returns an unsaved Widget.
+func NewWidget(namespace, name string, size int) *Widget {
+	return &Widget{ObjectMeta: meta.ObjectMeta{Namespace: namespace, Name: name}, Spec: WidgetSpec{Size: size}}
+}
+
+// NewGadget returns an unsaved Gadget.
+func NewGadget(namespace, name string) *Gadget {
+	return &Gadget{ObjectMeta: meta.ObjectMeta{Namespace: namespace, Name: name}}
+}
+
+// Memory returns a memory store over scheme that is closed when the test
+// ends.
+func Memory(t testing.TB, scheme *store.Scheme, opts ...memory.Option) *memory.Store {
+	t.Helper()
+	st := memory.New(scheme, opts...)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), Wait)
+		defer cancel()
+		if err := st.Close(ctx); err != nil {
+			t.Errorf("close memory store: %v", err)
+		}
+	})
+	return st
+}
+
+// Backend makes stores of one kind for a test.
+type Backend struct {
+	// Name names the backend in subtests ("memory", "mongo").
+	Name string
+	// New returns an empty store over scheme, closed when the test ends.
+	New func(t testing.TB, scheme *store.Scheme) store.Store
+}
+
+// MemoryBackend is the memory store as a Backend.
+var MemoryBackend = Backend{Name: "memory", New: func(t testing.TB, s *store.Scheme) store.Store { return Memory(t, s) }}
+
+// Context returns a context cancelled when the test ends.
+func Context(t testing.TB) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Eventually polls cond until it returns true or Wait passes, then fails
+// the test with what cond last said. It never treats time as the thing
+// under test: the deadline only bounds a wait for a condition.
+func Eventually(t testing.TB, what string, cond func() (bool, string)) {
+	t.Helper()
+	EventuallyWithin(t, Wait, what, cond)
+}
+
+// EventuallyWithin is Eventually with an explicit deadline.
+func EventuallyWithin(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	delay := time.Millisecond
+	for {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s: %s", d, what, msg)
+		}
+		time.Sleep(delay)
+		delay = min(delay*2, 50*time.Millisecond)
+	}
+}
+
+// Recv receives from ch within Wait or fails the test.
+func Recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(Wait):
+		t.Fatalf("timed out after %v waiting for %s", Wait, what)
+		panic("unreachable")
+	}
+}
+
+// LogSink collects log lines so that tests can assert on them; it is safe
+// for concurrent use and never writes to the test's log (goroutines may
+// log after the test ends).
+type LogSink struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// Logger returns a logger that writes into s, at every verbosity.
+func (s *LogSink) Logger() logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.lines = append(s.lines, strings.TrimSpace(prefix+" "+args))
+	}, funcr.Options{Verbosity: 10})
+}
+
+// Lines returns the lines logged so far.
+func (s *LogSink) Lines() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.lines...)
+}
+
+// Grep returns the logged lines that contain every one of subs.
+func (s *LogSink) Grep(subs ...string) []string {
+	var out []string
+	for _, l := range s.Lines() {
+		ok := true
+		for _, sub := range subs {
+			if !strings.Contains(l, sub) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// Keys formats keys for messages.
+func Keys(keys []meta.Key) string {
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k.String()
+	}
+	return fmt.Sprintf("[%s]", strings.Join(parts, " "))
+}
