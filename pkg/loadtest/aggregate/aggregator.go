@@ -13,7 +13,8 @@ import (
 
 // Sink receives every sample, in the aggregator's goroutine. A sink that
 // returns an error is closed and receives nothing more; the first error is
-// returned by Run.
+// returned by Run. A sink that also has a method SetStart(time.Time) is
+// given the run's wall-clock start when the aggregator is made.
 type Sink interface {
 	// Write records one sample. It MUST NOT retain s.
 	Write(s *Sample) error
@@ -302,6 +303,11 @@ func New(opts Options) *Aggregator {
 	if opts.Clock == nil {
 		start := opts.Start
 		opts.Clock = func() time.Duration { return time.Since(start) }
+	}
+	for _, s := range opts.Sinks {
+		if st, ok := s.(interface{ SetStart(time.Time) }); ok {
+			st.SetStart(opts.Start)
+		}
 	}
 	return &Aggregator{
 		opts:     opts,
