@@ -226,13 +226,15 @@ func (c *Controller) Start(ctx context.Context) error {
 	c.opts.Logger.Info("starting workers", "workers", c.opts.MaxConcurrentReconciles)
 	var wg sync.WaitGroup
 	// Reconciles in flight at shutdown finish with a live context; the
-	// manager's graceful shutdown timeout bounds the wait.
+	// manager's graceful shutdown timeout bounds the wait. Keys still
+	// queued then are not reconciled (the queue would hand them out until
+	// empty): the next start lists everything again.
 	workCtx := context.WithoutCancel(ctx)
 	for i := 0; i < c.opts.MaxConcurrentReconciles; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for c.processNext(workCtx) {
+			for c.processNext(ctx, workCtx) {
 			}
 		}()
 	}
@@ -244,12 +246,17 @@ func (c *Controller) Start(ctx context.Context) error {
 	return nil
 }
 
-func (c *Controller) processNext(ctx context.Context) bool {
+// processNext reconciles the next key with ctx; it reports false once the
+// queue shut down or stop ended.
+func (c *Controller) processNext(stop, ctx context.Context) bool {
 	req, shutdown := c.queue.Get()
 	if shutdown {
 		return false
 	}
 	defer c.queue.Done(req)
+	if stop.Err() != nil {
+		return false
+	}
 	if c.opts.Filter != nil && !c.opts.Filter(req) {
 		c.queue.Forget(req)
 		return true
