@@ -57,9 +57,14 @@ type OwnerOption func(*ownerHandler)
 // controller.
 func OnlyControllerOwner() OwnerOption { return func(h *ownerHandler) { h.onlyController = true } }
 
+// OwnerIsClusterScoped says that the owner kind is cluster-scoped, so its
+// keys have no namespace (by default owners are in the object's
+// namespace).
+func OwnerIsClusterScoped() OwnerOption { return func(h *ownerHandler) { h.clusterScoped = true } }
+
 // EnqueueRequestForOwner enqueues the owners of kind ownerKind named in the
-// object's owner references (in the object's namespace), for the old and
-// the new object on updates.
+// object's owner references (in the object's namespace, unless
+// OwnerIsClusterScoped), for the old and the new object on updates.
 func EnqueueRequestForOwner(ownerKind string, opts ...OwnerOption) source.EventHandler {
 	h := &ownerHandler{kind: ownerKind}
 	for _, o := range opts {
@@ -71,6 +76,7 @@ func EnqueueRequestForOwner(ownerKind string, opts ...OwnerOption) source.EventH
 type ownerHandler struct {
 	kind           string
 	onlyController bool
+	clusterScoped  bool
 }
 
 func (h *ownerHandler) owners(obj meta.Object, out map[Request]struct{}) {
@@ -82,7 +88,11 @@ func (h *ownerHandler) owners(obj meta.Object, out map[Request]struct{}) {
 		if r.Kind != h.kind || (h.onlyController && !r.Controller) {
 			continue
 		}
-		out[Request{Namespace: m.Namespace, Name: r.Name}] = struct{}{}
+		req := Request{Namespace: m.Namespace, Name: r.Name}
+		if h.clusterScoped {
+			req.Namespace = ""
+		}
+		out[req] = struct{}{}
 	}
 }
 
