@@ -229,3 +229,38 @@ func Keys(keys []meta.Key) string {
 	}
 	return fmt.Sprintf("[%s]", strings.Join(parts, " "))
 }
+
+// Starter is anything with a blocking Start: a manager, a controller, a
+// cache.
+type Starter interface {
+	Start(ctx context.Context) error
+}
+
+// Start runs s.Start in a goroutine and returns a function that cancels
+// its context and returns what Start returned (waiting at most Wait). The
+// test's cleanup stops it too.
+func Start(t testing.TB, s Starter) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(Wait):
+				err = fmt.Errorf("Start did not return within %v of the cancel", Wait)
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return stop
+}
