@@ -1,7 +1,9 @@
 package meta
 
 import (
+	"maps"
 	"reflect"
+	"slices"
 	"sync"
 )
 
@@ -31,108 +33,22 @@ func DeepCopy[T Object](obj T) T {
 
 // DeepCopyValue copies any value the way DeepCopy copies objects.
 func DeepCopyValue[T any](v T) T {
+	switch x := any(v).(type) {
+	case map[string]any:
+		return any(copyJSONMap(x)).(T)
+	case []any:
+		return any(copyJSONSlice(x)).(T)
+	case map[string]string:
+		return any(maps.Clone(x)).(T)
+	}
 	rv := reflect.ValueOf(&v).Elem()
-	if !needsCopy(rv.Type()) {
+	c := copierFor(rv.Type())
+	if c == nil {
 		return v
 	}
-	out := copyValue(rv)
-	return out.Interface().(T)
-}
-
-var deepTypes sync.Map // reflect.Type → bool: whether values need more than assignment
-
-// needsCopy reports whether a value of type t holds references that an
-// assignment would share.
-func needsCopy(t reflect.Type) bool {
-	if v, ok := deepTypes.Load(t); ok {
-		return v.(bool)
-	}
-	deepTypes.Store(t, true) // assume yes while recursing (cycles)
-	var deep bool
-	switch t.Kind() {
-	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Interface:
-		deep = true
-	case reflect.Array:
-		deep = needsCopy(t.Elem())
-	case reflect.Struct:
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			if f.IsExported() && needsCopy(f.Type) {
-				deep = true
-				break
-			}
-		}
-	}
-	deepTypes.Store(t, deep)
-	return deep
-}
-
-func copyValue(v reflect.Value) reflect.Value {
-	t := v.Type()
-	if !needsCopy(t) {
-		return v
-	}
-	switch t.Kind() {
-	case reflect.Pointer:
-		if v.IsNil() {
-			return v
-		}
-		n := reflect.New(t.Elem())
-		n.Elem().Set(copyValue(v.Elem()))
-		return n
-	case reflect.Map:
-		if v.IsNil() {
-			return v
-		}
-		n := reflect.MakeMapWithSize(t, v.Len())
-		deepVal := needsCopy(t.Elem())
-		it := v.MapRange()
-		for it.Next() {
-			val := it.Value()
-			if deepVal {
-				val = copyValue(val)
-			}
-			n.SetMapIndex(it.Key(), val)
-		}
-		return n
-	case reflect.Slice:
-		if v.IsNil() {
-			return v
-		}
-		n := reflect.MakeSlice(t, v.Len(), v.Len())
-		if !needsCopy(t.Elem()) {
-			reflect.Copy(n, v)
-			return n
-		}
-		for i := 0; i < v.Len(); i++ {
-			n.Index(i).Set(copyValue(v.Index(i)))
-		}
-		return n
-	case reflect.Interface:
-		if v.IsNil() {
-			return v
-		}
-		n := reflect.New(t).Elem()
-		n.Set(copyValue(v.Elem()))
-		return n
-	case reflect.Array:
-		n := reflect.New(t).Elem()
-		for i := 0; i < v.Len(); i++ {
-			n.Index(i).Set(copyValue(v.Index(i)))
-		}
-		return n
-	case reflect.Struct:
-		n := reflect.New(t).Elem()
-		n.Set(v) // unexported fields by assignment
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			if f.IsExported() && needsCopy(f.Type) {
-				n.Field(i).Set(copyValue(v.Field(i)))
-			}
-		}
-		return n
-	}
-	return v
+	var out T
+	c.fn(reflect.ValueOf(&out).Elem(), rv)
+	return out
 }
 
 // CopyInto deep-copies src into dst, which must be of the same type; it is
@@ -143,5 +59,278 @@ func CopyInto(dst, src Object) {
 		return
 	}
 	dv := reflect.ValueOf(dst).Elem()
-	dv.Set(copyValue(reflect.ValueOf(src).Elem()))
+	sv := reflect.ValueOf(src).Elem()
+	if c := copierFor(dv.Type()); c != nil {
+		c.fn(dv, sv)
+		return
+	}
+	dv.Set(sv)
+}
+
+// copyValue returns a deep copy of v.
+func copyValue(v reflect.Value) reflect.Value {
+	c := copierFor(v.Type())
+	if c == nil {
+		return v
+	}
+	n := reflect.New(v.Type()).Elem()
+	c.fn(n, v)
+	return n
+}
+
+// needsCopy reports whether a value of type t holds references that an
+// assignment would share.
+func needsCopy(t reflect.Type) bool { return copierFor(t) != nil }
+
+// copier deep-copies values of one type: fn sets dst (settable) to a deep
+// copy of src. Copiers are built once per type and cached.
+type copier struct {
+	fn func(dst, src reflect.Value)
+}
+
+var (
+	copiersMu sync.Mutex
+	copiers   sync.Map // reflect.Type → *copier; nil when assignment copies
+)
+
+// copierFor returns the copier of t, or nil when assignment copies t.
+func copierFor(t reflect.Type) *copier {
+	if c, ok := copiers.Load(t); ok {
+		return c.(*copier)
+	}
+	copiersMu.Lock()
+	defer copiersMu.Unlock()
+	built := map[reflect.Type]*copier{}
+	c := buildCopier(t, built)
+	// Publish only complete copiers: those of a recursive type refer to
+	// each other and are finished together.
+	for bt, bc := range built {
+		copiers.Store(bt, bc)
+	}
+	return c
+}
+
+// buildCopier builds t's copier and those of the types it contains into
+// built; building holds copiersMu. A type is in built from the start of its
+// build, so that recursive types refer to their own copier. Every type on
+// a cycle needs a copier (a cycle passes through a pointer, map or slice),
+// so no placeholder handed out on the way down turns out to be nil.
+func buildCopier(t reflect.Type, built map[reflect.Type]*copier) *copier {
+	if c, ok := copiers.Load(t); ok {
+		return c.(*copier)
+	}
+	if c, ok := built[t]; ok {
+		return c
+	}
+	c := &copier{}
+	built[t] = c
+	if !makeCopier(t, c, built) {
+		c = nil
+		built[t] = nil
+	}
+	return c
+}
+
+var (
+	typeStringMap = reflect.TypeFor[map[string]string]()
+	typeJSONMap   = reflect.TypeFor[map[string]any]()
+	typeJSONSlice = reflect.TypeFor[[]any]()
+	typeStrings   = reflect.TypeFor[[]string]()
+)
+
+// makeCopier sets c.fn for t and reports whether t needs more than
+// assignment.
+func makeCopier(t reflect.Type, c *copier, built map[reflect.Type]*copier) bool {
+	switch t.Kind() {
+	case reflect.Pointer:
+		elem := buildCopier(t.Elem(), built)
+		et := t.Elem()
+		c.fn = func(dst, src reflect.Value) {
+			if src.IsNil() {
+				dst.SetZero()
+				return
+			}
+			p := reflect.New(et)
+			if elem != nil {
+				elem.fn(p.Elem(), src.Elem())
+			} else {
+				p.Elem().Set(src.Elem())
+			}
+			dst.Set(p)
+		}
+	case reflect.Map:
+		switch t {
+		case typeStringMap:
+			c.fn = func(dst, src reflect.Value) {
+				dst.Set(reflect.ValueOf(maps.Clone(src.Interface().(map[string]string))))
+			}
+			return true
+		case typeJSONMap:
+			c.fn = func(dst, src reflect.Value) {
+				dst.Set(reflect.ValueOf(copyJSONMap(src.Interface().(map[string]any))))
+			}
+			return true
+		}
+		elem := buildCopier(t.Elem(), built)
+		kt, et := t.Key(), t.Elem()
+		c.fn = func(dst, src reflect.Value) {
+			if src.IsNil() {
+				dst.SetZero()
+				return
+			}
+			n := reflect.MakeMapWithSize(t, src.Len())
+			k, v := reflect.New(kt).Elem(), reflect.New(et).Elem()
+			var cv reflect.Value
+			if elem != nil {
+				cv = reflect.New(et).Elem()
+			}
+			for it := src.MapRange(); it.Next(); {
+				k.SetIterKey(it)
+				v.SetIterValue(it)
+				if elem != nil {
+					elem.fn(cv, v)
+					n.SetMapIndex(k, cv)
+				} else {
+					n.SetMapIndex(k, v)
+				}
+			}
+			dst.Set(n)
+		}
+	case reflect.Slice:
+		switch t {
+		case typeStrings:
+			c.fn = func(dst, src reflect.Value) {
+				dst.Set(reflect.ValueOf(slices.Clone(src.Interface().([]string))))
+			}
+			return true
+		case typeJSONSlice:
+			c.fn = func(dst, src reflect.Value) {
+				dst.Set(reflect.ValueOf(copyJSONSlice(src.Interface().([]any))))
+			}
+			return true
+		}
+		elem := buildCopier(t.Elem(), built)
+		c.fn = func(dst, src reflect.Value) {
+			if src.IsNil() {
+				dst.SetZero()
+				return
+			}
+			l := src.Len()
+			n := reflect.MakeSlice(t, l, l)
+			if elem == nil {
+				reflect.Copy(n, src)
+			} else {
+				for i := 0; i < l; i++ {
+					elem.fn(n.Index(i), src.Index(i))
+				}
+			}
+			dst.Set(n)
+		}
+	case reflect.Interface:
+		c.fn = func(dst, src reflect.Value) {
+			if src.IsNil() {
+				dst.SetZero()
+				return
+			}
+			e := src.Elem()
+			switch e.Type() {
+			case typeJSONMap:
+				dst.Set(reflect.ValueOf(copyJSONMap(e.Interface().(map[string]any))))
+				return
+			case typeJSONSlice:
+				dst.Set(reflect.ValueOf(copyJSONSlice(e.Interface().([]any))))
+				return
+			}
+			ec := copierFor(e.Type())
+			if ec == nil {
+				dst.Set(e)
+				return
+			}
+			n := reflect.New(e.Type()).Elem()
+			ec.fn(n, e)
+			dst.Set(n)
+		}
+	case reflect.Array:
+		elem := buildCopier(t.Elem(), built)
+		if elem == nil {
+			return false
+		}
+		c.fn = func(dst, src reflect.Value) {
+			dst.Set(src)
+			for i := 0; i < src.Len(); i++ {
+				elem.fn(dst.Index(i), src.Index(i))
+			}
+		}
+	case reflect.Struct:
+		type field struct {
+			index int
+			c     *copier
+		}
+		var fields []field
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			if fc := buildCopier(f.Type, built); fc != nil {
+				fields = append(fields, field{i, fc})
+			}
+		}
+		if len(fields) == 0 {
+			return false
+		}
+		c.fn = func(dst, src reflect.Value) {
+			dst.Set(src) // unexported fields by assignment
+			for _, f := range fields {
+				f.c.fn(dst.Field(f.index), src.Field(f.index))
+			}
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+// copyJSONMap deep-copies decoded JSON (and anything else, reflectively).
+func copyJSONMap(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = copyJSONValue(v)
+	}
+	return out
+}
+
+func copyJSONSlice(s []any) []any {
+	if s == nil {
+		return nil
+	}
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = copyJSONValue(v)
+	}
+	return out
+}
+
+func copyJSONValue(v any) any {
+	switch x := v.(type) {
+	case nil, string, bool, float64, int, int64, int32, float32, uint64:
+		return v
+	case map[string]any:
+		return copyJSONMap(x)
+	case []any:
+		return copyJSONSlice(x)
+	case map[string]string:
+		return maps.Clone(x)
+	}
+	rv := reflect.ValueOf(v)
+	c := copierFor(rv.Type())
+	if c == nil {
+		return v
+	}
+	n := reflect.New(rv.Type()).Elem()
+	c.fn(n, rv)
+	return n.Interface()
 }
