@@ -287,6 +287,14 @@ func (k *Kind) PrepareCreate(obj meta.Object) error {
 
 // Validate checks obj's kind, metadata and size.
 func (k *Kind) Validate(obj meta.Object) error {
+	if err := k.validateContent(obj); err != nil {
+		return err
+	}
+	return CheckSize(obj)
+}
+
+// validateContent is Validate without the size check.
+func (k *Kind) validateContent(obj meta.Object) error {
 	if !k.Matches(obj) {
 		return errs.Invalid("kind", "object %T is not of kind %q", obj, k.Name)
 	}
@@ -300,15 +308,16 @@ func (k *Kind) Validate(obj meta.Object) error {
 			}
 		}
 	}
-	if err := meta.ValidateObjectMeta(obj.GetObjectMeta(), k.Namespaced); err != nil {
-		return err
-	}
-	return CheckSize(obj)
+	return meta.ValidateObjectMeta(obj.GetObjectMeta(), k.Namespaced)
 }
 
 // CheckSize fails with InvalidArgument when obj's JSON encoding exceeds
-// MaxObjectBytes or cannot be encoded at all.
+// MaxObjectBytes or cannot be encoded at all. It encodes obj only when a
+// walk of its value cannot bound the encoding's length within the limit.
 func CheckSize(obj meta.Object) error {
+	if n, ok := sizeBound(obj); ok && n <= MaxObjectBytes {
+		return nil
+	}
 	b, err := json.Marshal(obj)
 	if err != nil {
 		return errs.Wrap(errs.InvalidArgument, err, "object cannot be encoded")
@@ -322,11 +331,12 @@ func CheckSize(obj meta.Object) error {
 // MergeUpdate computes the object an Update stores: incoming's client-owned
 // metadata, spec and other fields, with stored's uid, creation and
 // deletion timestamps and status; generation bumped when the spec changed.
-// It validates incoming and refuses new finalizers on an object being
+// It validates incoming, checks the size of the result (incoming's spec
+// with the stored status) and refuses new finalizers on an object being
 // deleted. The result shares no memory with either argument; the caller
 // sets its resourceVersion.
 func (k *Kind) MergeUpdate(stored, incoming meta.Object) (meta.Object, error) {
-	if err := k.Validate(incoming); err != nil {
+	if err := k.validateContent(incoming); err != nil {
 		return nil, err
 	}
 	out := meta.DeepCopy(incoming)
@@ -349,6 +359,9 @@ func (k *Kind) MergeUpdate(stored, incoming meta.Object) (meta.Object, error) {
 		}
 	}
 	k.CopyStatus(out, stored)
+	if err := CheckSize(out); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
