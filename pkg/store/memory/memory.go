@@ -208,7 +208,7 @@ func (s *Store) Create(ctx context.Context, obj meta.Object) error {
 	}
 	s.commit(ks, store.Added, key, in)
 	ks.mu.Unlock()
-	return fill(ks.kind, obj, in)
+	return fillWritten(ks.kind, obj, in)
 }
 
 // Update implements store.Writer.
@@ -285,7 +285,10 @@ func (s *Store) update(ctx context.Context, obj meta.Object, status bool) error 
 		}
 		s.commit(ks, typ, key, out)
 		ks.mu.Unlock()
-		return fill(ks.kind, obj, out)
+		if status {
+			return fill(ks.kind, obj, out)
+		}
+		return fillWritten(ks.kind, obj, out)
 	}
 }
 
@@ -325,6 +328,23 @@ func (s *Store) Delete(ctx context.Context, obj meta.Object, opts ...store.Delet
 	s.commit(ks, typ, key, out)
 	ks.mu.Unlock()
 	return fill(ks.kind, obj, out)
+}
+
+// fillWritten is fill for Create and Update, which store the caller's
+// object except for the fields the store owns and the status: it sets
+// just those, sparing a copy of everything else.
+func fillWritten(k *store.Kind, dst, stored meta.Object) error {
+	if needsConversion(k, dst) {
+		return fill(k, dst, stored)
+	}
+	dm, sm := dst.GetObjectMeta(), stored.GetObjectMeta()
+	dm.UID = sm.UID
+	dm.ResourceVersion = sm.ResourceVersion
+	dm.Generation = sm.Generation
+	dm.CreationTimestamp = sm.CreationTimestamp
+	dm.DeletionTimestamp = meta.DeepCopyValue(sm.DeletionTimestamp)
+	k.CopyStatus(dst, stored)
+	return nil
 }
 
 // needsConversion reports whether obj is an Unstructured of a typed kind.
