@@ -109,6 +109,18 @@ func (b *Builder) Complete(r controller.Reconciler) error {
 
 // Build builds the controller, adds it to the manager and returns it.
 func (b *Builder) Build(r controller.Reconciler) (*controller.Controller, error) {
+	c, err := b.build(r)
+	if err != nil {
+		if c != nil {
+			c.Queue().ShutDown() // never to start: stop its queue's goroutines
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// build returns the controller as soon as it exists, also with an error.
+func (b *Builder) build(r controller.Reconciler) (*controller.Controller, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
@@ -135,30 +147,34 @@ func (b *Builder) Build(r controller.Reconciler) (*controller.Controller, error)
 	if err != nil {
 		return nil, err
 	}
+	ownerOpts := []handler.OwnerOption{handler.OnlyControllerOwner()}
+	if !forKind.Namespaced {
+		ownerOpts = append(ownerOpts, handler.OwnerIsClusterScoped())
+	}
 	for _, o := range b.owns {
-		o.handler = handler.EnqueueRequestForOwner(forKind.Name, handler.OnlyControllerOwner())
+		o.handler = handler.EnqueueRequestForOwner(forKind.Name, ownerOpts...)
 	}
 	all := append(append([]*watch{b.forW}, b.owns...), b.watches...)
 	for _, w := range all {
 		k, err := scheme.KindOf(w.obj)
 		if err != nil {
-			return nil, err
+			return c, err
 		}
 		src, err := source.Kind(b.mgr.Cache(), k.Name, w.handler, append(append([]source.Predicate{}, b.filters...), w.preds...)...)
 		if err != nil {
-			return nil, err
+			return c, err
 		}
 		if err := c.Watch(src); err != nil {
-			return nil, err
+			return c, err
 		}
 	}
 	for _, src := range b.raw {
 		if err := c.Watch(src); err != nil {
-			return nil, err
+			return c, err
 		}
 	}
 	if err := b.mgr.Add(c); err != nil {
-		return nil, err
+		return c, err
 	}
 	return c, nil
 }
