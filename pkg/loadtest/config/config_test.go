@@ -96,6 +96,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"ammo type", strings.Replace(base, "type: inline", "type: disk", 1), "pools[0].ammo.type", "line 4"},
 		{"missing gun type", strings.Replace(base, "type: http, ", "", 1), "pools[0].gun.type", "line 3"},
 		{"unset env", strings.Replace(base, "http://127.0.0.1:1", "${env:NOPE_UNSET}", 1), "line 3", "NOPE_UNSET"},
+		{"unknown timer", base + "timer: exact\n", "timer", "line 7"},
 		{"header value type", strings.Replace(base, "target:", "headers: {A: [1]}, target:", 1), "pools[0].gun.headers", "line 3"},
 	}
 	for _, c := range cases {

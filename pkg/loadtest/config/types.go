@@ -55,6 +55,13 @@ type Spec struct {
 	OverdueAfter Duration `json:"overdueAfter,omitempty"`
 	// Report names files written at the end of the run.
 	Report Report `json:"report,omitempty"`
+	// Timer chooses how instances wait for their shots' intended times:
+	// "precise" (the default) wakes them to the microsecond with a kernel
+	// timer (timerfd on Linux) at the cost of one wake-up per shot;
+	// "coarse" uses the Go runtime's timers, which wake an idle process
+	// with millisecond granularity (shots up to about 1 ms late) but batch
+	// wake-ups and so cost less CPU at moderate rates.
+	Timer string `json:"timer,omitempty"`
 }
 
 // Report names the run's report files; empty names are not written.

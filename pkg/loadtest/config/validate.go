@@ -42,8 +42,21 @@ func (s *Spec) Validate() error {
 	if s.OverdueAfter < 0 {
 		return errs.Invalid("overdueAfter", "must not be negative")
 	}
+	switch s.Timer {
+	case "", TimerPrecise, TimerCoarse:
+	default:
+		return errs.Invalid("timer", "unknown timer %q (want %s or %s)", s.Timer, TimerPrecise, TimerCoarse)
+	}
 	return nil
 }
+
+// The timer choices of Spec.Timer.
+const (
+	// TimerPrecise wakes instances with a kernel timer (the default).
+	TimerPrecise = "precise"
+	// TimerCoarse wakes instances with the Go runtime's timers.
+	TimerCoarse = "coarse"
+)
 
 // Rules parses the thresholds.
 func (s *Spec) Rules() ([]aggregate.Rule, error) {

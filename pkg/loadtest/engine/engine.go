@@ -323,15 +323,15 @@ func (e *Engine) runPool(issue, shoot context.Context, p *pool, agg *aggregate.A
 	defer p.ended.Store(true)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	w := newTimerWaiter()
+	defer w.close()
 	n := 0
 	for n < p.spec.Instances && !p.ended.Load() {
 		at, ok := p.startup.Next(time.Duration(e.elapsed()))
 		if !ok {
 			break
 		}
-		if !waitUntil(issue, timer, e, int64(at)) {
+		if !e.waitUntil(issue, w, int64(at)) {
 			break
 		}
 		if p.ended.Load() {
@@ -359,8 +359,13 @@ func (e *Engine) runPool(issue, shoot context.Context, p *pool, agg *aggregate.A
 
 // instance is the shooting loop of one instance.
 func (e *Engine) instance(issue, shoot context.Context, p *pool, g gun.Gun, agg *aggregate.Aggregator) {
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	var w waiter
+	if e.spec.Timer == config.TimerCoarse {
+		w = newTimerWaiter()
+	} else {
+		w = newWaiter()
+	}
+	defer w.close()
 	shot := &gun.Shot{}
 	discard := p.spec.DiscardOverflow
 	for !p.ended.Load() {
@@ -376,7 +381,7 @@ func (e *Engine) instance(issue, shoot context.Context, p *pool, g gun.Gun, agg 
 			e.stopIssue(errDuration)
 			return
 		}
-		if !waitUntil(issue, timer, e, intended) {
+		if !e.waitUntil(issue, w, intended) {
 			return
 		}
 		sent := e.elapsed()
@@ -420,19 +425,12 @@ func (e *Engine) instance(issue, shoot context.Context, p *pool, g gun.Gun, agg 
 
 // waitUntil sleeps until the run's clock reaches at (nanoseconds). It
 // returns false if ctx ends first.
-func waitUntil(ctx context.Context, t *time.Timer, e *Engine, at int64) bool {
+func (e *Engine) waitUntil(ctx context.Context, w waiter, at int64) bool {
 	d := at - e.elapsed()
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	t.Reset(time.Duration(d))
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		t.Stop()
-		return false
-	}
+	return w.wait(ctx, time.Duration(d))
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

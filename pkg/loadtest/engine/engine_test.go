@@ -136,8 +136,14 @@ func TestCoordinatedOmission(t *testing.T) {
 // TestAchievedRate checks the rate between the first and the last shot
 // against the target, at a moderate rate.
 func TestAchievedRate(t *testing.T) {
+	for _, timer := range []string{config.TimerPrecise, config.TimerCoarse} {
+		t.Run(timer, func(t *testing.T) { testAchievedRate(t, timer) })
+	}
+}
+
+func testAchievedRate(t *testing.T, timer string) {
 	srv := newServer(t)
-	spec := &config.Spec{Pools: []config.Pool{httpPool(srv.URL, []config.ScheduleSpec{{Type: "const", Ops: 400, Duration: d(3 * time.Second)}}, 16)}}
+	spec := &config.Spec{Timer: timer, Pools: []config.Pool{httpPool(srv.URL, []config.ScheduleSpec{{Type: "const", Ops: 400, Duration: d(3 * time.Second)}}, 16)}}
 	sink := &captureSink{}
 	res := run(t, spec, Options{Sinks: []aggregate.Sink{sink}})
 	if res.Total.Count != 1200 || len(sink.samples) != 1200 {

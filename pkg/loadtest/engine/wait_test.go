@@ -1,0 +1,49 @@
+package engine
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestWaiters(t *testing.T) {
+	for name, mk := range map[string]func() waiter{"default": newWaiter, "timer": func() waiter { return newTimerWaiter() }} {
+		w := mk()
+		ctx := context.Background()
+		start := time.Now()
+		if !w.wait(ctx, 20*time.Millisecond) {
+			t.Fatalf("%s: wait failed", name)
+		}
+		if el := time.Since(start); el < 20*time.Millisecond {
+			t.Fatalf("%s: woke after %s, before the 20ms deadline", name, el)
+		}
+		// Cancellation ends a long wait.
+		cctx, cancel := context.WithCancel(ctx)
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			cancel()
+		}()
+		start = time.Now()
+		if w.wait(cctx, time.Hour) {
+			t.Fatalf("%s: canceled wait reported success", name)
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("%s: cancel took %s", name, time.Since(start))
+		}
+		if w.wait(cctx, time.Millisecond) {
+			t.Fatalf("%s: wait on a canceled context succeeded", name)
+		}
+		// The waiter still works with a new context after a cancellation,
+		// and a stale expiration does not end a later wait early.
+		start = time.Now()
+		for i := 0; i < 3; i++ {
+			if !w.wait(ctx, 10*time.Millisecond) {
+				t.Fatalf("%s: wait after cancel failed", name)
+			}
+		}
+		if el := time.Since(start); el < 30*time.Millisecond {
+			t.Fatalf("%s: three 10ms waits took %s", name, el)
+		}
+		w.close()
+	}
+}
