@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"reflect"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -84,6 +87,9 @@ func (u *Unstructured) UnmarshalJSON(data []byte) error {
 	if top == nil {
 		return errs.Invalid("", "object is null")
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errs.Invalid("", "unexpected data after the object")
+	}
 	*u = Unstructured{Fields: make(map[string]any, len(top))}
 	for k, raw := range top {
 		switch k {
@@ -122,6 +128,13 @@ func decodeStrict(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			// encoding/json names only the key; find where it is.
+			name = strings.Trim(name, `"`)
+			if path := unknownFieldPath(data, reflect.TypeOf(v), name); path != "" {
+				return errs.Invalid(path, "unknown field")
+			}
+		}
 		return jsonFieldError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -215,4 +228,117 @@ func stripYAMLComments(doc string) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// unknownFieldPath returns the path in data (a JSON document decoded into
+// a value of type t) of a key named name that t has no field for, or ""
+// if there is none.
+func unknownFieldPath(data []byte, t reflect.Type, name string) string {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var doc any
+	if dec.Decode(&doc) != nil {
+		return ""
+	}
+	return findUnknown(doc, t, name, "")
+}
+
+var typeUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+func findUnknown(doc any, t reflect.Type, name, path string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(typeUnmarshaler) {
+		return ""
+	}
+	join := func(key string) string {
+		if path == "" {
+			return key
+		}
+		return path + "." + key
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := doc.(map[string]any)
+		if !ok {
+			return ""
+		}
+		fields := jsonFields(t)
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			f, ok := fields[k]
+			if !ok {
+				for fk, ff := range fields {
+					if strings.EqualFold(fk, k) {
+						f, ok = ff, true
+						break
+					}
+				}
+			}
+			if !ok {
+				if k == name {
+					return join(k)
+				}
+				continue
+			}
+			if p := findUnknown(m[k], f, name, join(k)); p != "" {
+				return p
+			}
+		}
+	case reflect.Map:
+		m, ok := doc.(map[string]any)
+		if !ok {
+			return ""
+		}
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if p := findUnknown(m[k], t.Elem(), name, path+"["+k+"]"); p != "" {
+				return p
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		l, ok := doc.([]any)
+		if !ok {
+			return ""
+		}
+		for i, e := range l {
+			if p := findUnknown(e, t.Elem(), name, fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+// jsonFields maps the JSON names of struct type t's fields, including
+// those promoted from embedded structs without a name, to their types.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if f.Anonymous && name == "" && ft.Kind() == reflect.Struct {
+			for k, v := range jsonFields(ft) {
+				if _, dup := out[k]; !dup {
+					out[k] = v
+				}
+			}
+			continue
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
 }
