@@ -237,16 +237,18 @@ type Starter interface {
 }
 
 // Start runs s.Start in a goroutine and returns a function that cancels
-// its context and returns what Start returned (waiting at most Wait). The
-// test's cleanup stops it too.
-func Start(t testing.TB, s Starter) (stop func() error) {
+// its context and returns what Start returned (waiting at most Wait). If
+// the test did not call stop, its cleanup does and fails the test on an
+// error.
+func Start(t testing.TB, s Starter) func() error {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Start(ctx) }()
 	var once sync.Once
 	var err error
-	stop = func() error {
+	stopped := false
+	stop := func() error {
 		once.Do(func() {
 			cancel()
 			select {
@@ -258,9 +260,15 @@ func Start(t testing.TB, s Starter) (stop func() error) {
 		return err
 	}
 	t.Cleanup(func() {
+		if stopped {
+			return
+		}
 		if err := stop(); err != nil {
 			t.Errorf("stop: %v", err)
 		}
 	})
-	return stop
+	return func() error {
+		stopped = true
+		return stop()
+	}
 }

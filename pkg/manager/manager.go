@@ -272,8 +272,8 @@ func (m *Manager) Start(ctx context.Context) (err error) {
 	}
 	m.groups["caches"].start(RunnableFunc(m.cache.Start))
 	m.log.Info("waiting for caches to sync")
-	if !m.cache.WaitForCacheSync(ctx) {
-		return ctx.Err()
+	if err := m.waitForCacheSync(ctx); err != nil || ctx.Err() != nil {
+		return err // a failure, or nil: stopped before the caches synced
 	}
 
 	m.mu.Lock()
@@ -305,6 +305,24 @@ func (m *Manager) Start(ctx context.Context) (err error) {
 	case err := <-lost:
 		// Stop the leader-elected work at once, before anything else.
 		m.groups["elected"].stop(time.After(m.opts.GracefulShutdownTimeout))
+		return err
+	}
+}
+
+// waitForCacheSync waits until the caches synced or ctx ended (nil), or
+// a runnable (the cache itself) failed (its error).
+func (m *Manager) waitForCacheSync(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	synced := make(chan struct{})
+	go func() {
+		m.cache.WaitForCacheSync(sctx)
+		close(synced)
+	}()
+	select {
+	case <-synced:
+		return nil
+	case err := <-m.errCh:
 		return err
 	}
 }
