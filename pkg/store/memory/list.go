@@ -25,6 +25,9 @@ func (s *Store) List(ctx context.Context, kind string, opts store.ListOptions) (
 	if err != nil {
 		return nil, err
 	}
+	if err := checkNamespaceFilter(k, opts.Namespace); err != nil {
+		return nil, err
+	}
 	if opts.Limit < 0 {
 		return nil, errs.Invalid("limit", "limit must not be negative, got %d", opts.Limit)
 	}

@@ -179,7 +179,7 @@ func (s *Store) Get(ctx context.Context, key meta.Key, obj meta.Object) error {
 	stored := ks.objs[key]
 	ks.mu.RUnlock()
 	if stored == nil {
-		return store.NotFoundError(ks.kind.Name, key)
+		return missing(ks.kind, key)
 	}
 	return fill(ks.kind, obj, stored)
 }
@@ -257,7 +257,7 @@ func (s *Store) update(ctx context.Context, obj meta.Object, status bool) error 
 			if err := check(); err != nil {
 				return err
 			}
-			return store.NotFoundError(ks.kind.Name, key)
+			return missing(ks.kind, key)
 		}
 		if have := stored.GetObjectMeta().ResourceVersion; want != "" && want != have {
 			if err := check(); err != nil {
@@ -307,7 +307,7 @@ func (s *Store) Delete(ctx context.Context, obj meta.Object, opts ...store.Delet
 	stored := ks.objs[key]
 	if stored == nil {
 		ks.mu.Unlock()
-		return store.NotFoundError(ks.kind.Name, key)
+		return missing(ks.kind, key)
 	}
 	if err := store.CheckPreconditions(stored, o.Preconditions); err != nil {
 		ks.mu.Unlock()
@@ -344,6 +344,34 @@ func fillWritten(k *store.Kind, dst, stored meta.Object) error {
 	dm.CreationTimestamp = sm.CreationTimestamp
 	dm.DeletionTimestamp = meta.DeepCopyValue(sm.DeletionTimestamp)
 	k.CopyStatus(dst, stored)
+	return nil
+}
+
+// missing is the error for a key with no object: InvalidArgument when no
+// object could ever have the key, else NotFound. Keys of stored objects
+// were validated when they were created, so only misses pay for the check.
+func missing(k *store.Kind, key meta.Key) error {
+	if err := meta.ValidateName("metadata.name", key.Name); err != nil {
+		return err
+	}
+	switch {
+	case k.Namespaced && key.Namespace == "":
+		return errs.Invalid("metadata.namespace", "namespace is required for kind %s", k.Name)
+	case !k.Namespaced && key.Namespace != "":
+		return errs.Invalid("metadata.namespace", "kind %s is cluster-scoped; namespace %q not allowed", k.Name, key.Namespace)
+	case k.Namespaced:
+		if err := meta.ValidateNamespace("metadata.namespace", key.Namespace); err != nil {
+			return err
+		}
+	}
+	return store.NotFoundError(k.Name, key)
+}
+
+// checkNamespaceFilter refuses a namespace filter on a cluster-scoped kind.
+func checkNamespaceFilter(k *store.Kind, ns string) error {
+	if ns != "" && !k.Namespaced {
+		return errs.Invalid("namespace", "kind %s is cluster-scoped; namespace %q not allowed", k.Name, ns)
+	}
 	return nil
 }
 

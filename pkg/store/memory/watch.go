@@ -75,6 +75,9 @@ func (s *Store) Watch(ctx context.Context, kind string, opts store.WatchOptions)
 	if err != nil {
 		return nil, err
 	}
+	if err := checkNamespaceFilter(k, opts.Namespace); err != nil {
+		return nil, err
+	}
 	var pos uint64
 	if opts.Revision != "" {
 		if pos, err = meta.ParseResourceVersion(opts.Revision); err != nil {

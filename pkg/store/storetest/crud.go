@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ func (s *suite) createTests() []test {
 		{"SameNameElsewhere", s.testCreateSameNameElsewhere},
 		{"ClusterScoped", s.testCreateClusterScoped},
 		{"Unstructured", s.testCreateUnstructured},
+		{"UnstructuredFromDocument", s.testCreateUnstructuredFromDocument},
 	}
 }
 
@@ -255,4 +257,37 @@ func (s *suite) testGetUnknownKind(t *testing.T) {
 	wantCode(t, "Get of an unknown unstructured kind", err, errs.InvalidArgument, "kind")
 	_, err = st.List(ctx(t), "Nope", store.ListOptions{})
 	wantCode(t, "List of an unknown kind", err, errs.InvalidArgument, "kind")
+}
+
+func (s *suite) testCreateUnstructuredFromDocument(t *testing.T) {
+	st := s.newStore(t)
+	doc := `{"kind":"Doodad","apiVersion":"example.com/v1",
+		"metadata":{"name":"d1","namespace":"ns1","labels":{"app":"x"},"annotations":{"note":"n"}},
+		"spec":{"int":42,"neg":-3,"float":0.5,"exp":1e3,"str":"s","bool":true,"null":null,
+			"list":[1,"two",{"three":[3]}],"empty":{},"emptyList":[]},
+		"status":{"phase":"New"}}`
+	var u meta.Unstructured
+	if err := u.UnmarshalJSON([]byte(doc)); err != nil {
+		t.Fatal(err)
+	}
+	want := meta.DeepCopy(&u)
+	mustCreate(t, st, &u)
+	got := &meta.Unstructured{Kind: DoodadKind}
+	if err := st.Get(ctx(t), meta.Key{Namespace: "ns1", Name: "d1"}, got); err != nil {
+		t.Fatal(err)
+	}
+	if !sameJSON(got.Fields, want.Fields) {
+		t.Errorf("fields after a round trip:\n got %v\nwant %v", normalJSON(got.Fields), normalJSON(want.Fields))
+	}
+	if got.Labels["app"] != "x" || got.Annotations["note"] != "n" {
+		t.Errorf("metadata after a round trip: %+v", got.ObjectMeta)
+	}
+	data, err := json.Marshal(got)
+	if err != nil {
+		t.Fatalf("a stored object does not encode: %v", err)
+	}
+	var again meta.Unstructured
+	if err := again.UnmarshalJSON(data); err != nil {
+		t.Fatalf("a stored object's encoding does not decode: %v", err)
+	}
 }

@@ -1,7 +1,9 @@
 package storetest
 
 import (
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/meta"
@@ -16,6 +18,58 @@ func (s *suite) deleteTests() []test {
 		{"FinalizerFlow", s.testDeleteFinalizerFlow},
 		{"RecreateGetsNewUID", s.testDeleteRecreateGetsNewUID},
 		{"ClusterScopedAndUnstructured", s.testDeleteClusterScopedAndUnstructured},
+		{"ConcurrentDeletesOneWins", s.testDeleteConcurrentDeletesOneWins},
+		{"PreconditionsWhileDeleting", s.testDeletePreconditionsWhileDeleting},
+	}
+}
+
+func (s *suite) testDeleteConcurrentDeletesOneWins(t *testing.T) {
+	st := s.newStore(t)
+	mustCreate(t, st, widget("ns1", "w1"))
+	const n = 8
+	errc := make(chan error, n)
+	var start sync.WaitGroup
+	start.Add(1)
+	for range n {
+		go func() {
+			start.Wait()
+			errc <- st.Delete(ctx(t), widget("ns1", "w1"))
+		}()
+	}
+	start.Done()
+	wins := 0
+	for range n {
+		err := <-errc
+		switch {
+		case err == nil:
+			wins++
+		case errs.IsNotFound(err):
+		default:
+			t.Errorf("concurrent Delete: %v", err)
+		}
+	}
+	if wins != 1 {
+		t.Errorf("%d concurrent Deletes succeeded, want 1", wins)
+	}
+}
+
+func (s *suite) testDeletePreconditionsWhileDeleting(t *testing.T) {
+	st := s.newStore(t)
+	w := widget("ns1", "w1")
+	w.Finalizers = []string{"example.com/f"}
+	mustCreate(t, st, w)
+	if err := st.Delete(ctx(t), widget("ns1", "w1")); err != nil {
+		t.Fatal(err)
+	}
+	marked := mustGetWidget(t, st, "ns1", "w1")
+	err := st.Delete(ctx(t), widget("ns1", "w1"), store.WithPreconditions(store.Preconditions{ResourceVersion: w.ResourceVersion}))
+	wantCode(t, "Delete of an object being deleted with a stale resourceVersion", err, errs.Conflict, "metadata.resourceVersion")
+	again := widget("ns1", "w1")
+	if err := st.Delete(ctx(t), again, store.WithPreconditions(store.Preconditions{UID: w.UID, ResourceVersion: marked.ResourceVersion})); err != nil {
+		t.Errorf("Delete of an object being deleted with matching preconditions: %v", err)
+	}
+	if again.ResourceVersion != marked.ResourceVersion {
+		t.Errorf("repeated Delete changed resourceVersion from %s to %s", marked.ResourceVersion, again.ResourceVersion)
 	}
 }
 
@@ -101,6 +155,9 @@ func (s *suite) testDeleteFinalizerFlow(t *testing.T) {
 	marked := mustGetWidget(t, st, "ns1", "w1")
 	if marked.DeletionTimestamp == nil || !marked.DeletionTimestamp.Equal(*del.DeletionTimestamp) {
 		t.Fatalf("Get after Delete: deletionTimestamp %v, want %v", marked.DeletionTimestamp, del.DeletionTimestamp)
+	}
+	if dt := *marked.DeletionTimestamp; dt.Location() != time.UTC || dt.Nanosecond()%int(time.Millisecond) != 0 || time.Since(dt) > time.Hour || time.Until(dt) > time.Minute {
+		t.Errorf("deletionTimestamp %v, want about now, UTC, millisecond precision", dt)
 	}
 
 	// Deleting again changes nothing.

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -17,7 +18,47 @@ func (s *suite) invalidTests() []test {
 		{"UpdateStatusChangesNothing", s.testInvalidUpdateStatus},
 		{"MalformedUnstructuredDocuments", s.testInvalidUnstructuredDocuments},
 		{"UnknownKind", s.testInvalidUnknownKind},
+		{"KeysAndNamespaceFilters", s.testInvalidKeys},
 	}
+}
+
+func (s *suite) testInvalidKeys(t *testing.T) {
+	st := s.newStore(t)
+	mustCreate(t, st, widget("ns1", "w1"))
+	mustCreate(t, st, &Gizmo{ObjectMeta: meta.ObjectMeta{Name: "g1"}})
+	widgetKeys := []struct {
+		key   meta.Key
+		field string
+	}{
+		{meta.Key{Name: "w1"}, "metadata.namespace"},
+		{meta.Key{Namespace: "ns1", Name: "Bad"}, "metadata.name"},
+		{meta.Key{Namespace: "ns1", Name: ""}, "metadata.name"},
+		{meta.Key{Namespace: "ns1", Name: "a/b"}, "metadata.name"},
+		{meta.Key{Namespace: "NS", Name: "w1"}, "metadata.namespace"},
+	}
+	for _, c := range widgetKeys {
+		err := st.Get(ctx(t), c.key, &Widget{})
+		wantCode(t, fmt.Sprintf("Get %+v", c.key), err, errs.InvalidArgument, c.field)
+		err = st.Delete(ctx(t), &Widget{ObjectMeta: meta.ObjectMeta{Namespace: c.key.Namespace, Name: c.key.Name}})
+		wantCode(t, fmt.Sprintf("Delete %+v", c.key), err, errs.InvalidArgument, c.field)
+		err = st.UpdateStatus(ctx(t), &Widget{ObjectMeta: meta.ObjectMeta{Namespace: c.key.Namespace, Name: c.key.Name}})
+		wantCode(t, fmt.Sprintf("UpdateStatus %+v", c.key), err, errs.InvalidArgument, c.field)
+	}
+	err := st.Get(ctx(t), meta.Key{Namespace: "ns1", Name: "g1"}, &Gizmo{})
+	wantCode(t, "Get of a cluster-scoped object with a namespace", err, errs.InvalidArgument, "metadata.namespace")
+	err = st.Delete(ctx(t), &Gizmo{ObjectMeta: meta.ObjectMeta{Namespace: "ns1", Name: "g1"}})
+	wantCode(t, "Delete of a cluster-scoped object with a namespace", err, errs.InvalidArgument, "metadata.namespace")
+	if err := st.Get(ctx(t), meta.Key{Name: "g1"}, &Gizmo{}); err != nil {
+		t.Errorf("Gizmo after bad deletes: %v", err)
+	}
+	checkStored(t, st, mustGetWidget(t, st, "ns1", "w1"))
+
+	_, err = st.List(ctx(t), GizmoKind, store.ListOptions{Namespace: "ns1"})
+	wantCode(t, "List of a cluster-scoped kind in a namespace", err, errs.InvalidArgument, "namespace")
+	_, err = st.Watch(ctx(t), GizmoKind, store.WatchOptions{Namespace: "ns1"})
+	wantCode(t, "Watch of a cluster-scoped kind in a namespace", err, errs.InvalidArgument, "namespace")
+	_, err = st.List(ctx(t), WidgetKind, store.ListOptions{Limit: -1})
+	wantCode(t, "List with a negative limit", err, errs.InvalidArgument, "limit")
 }
 
 // oversize is a spec string that makes an object exceed MaxObjectBytes.

@@ -24,6 +24,49 @@ func (s *suite) updateTests() []test {
 		{"Unstructured", s.testUpdateUnstructured},
 		{"ConcurrentCASExactlyOneWins", s.testUpdateConcurrentCASExactlyOneWins},
 		{"ConcurrentCounterIsExact", s.testUpdateConcurrentCounterIsExact},
+		{"ConcurrentUnconditionalUpdatesAllApply", s.testUpdateConcurrentUnconditional},
+	}
+}
+
+func (s *suite) testUpdateConcurrentUnconditional(t *testing.T) {
+	st := s.newStore(t)
+	mustCreate(t, st, widget("ns1", "w1"))
+	const n = 8
+	type result struct {
+		size int
+		rv   string
+		err  error
+	}
+	results := make(chan result, n)
+	for i := range n {
+		go func() {
+			w := widget("ns1", "w1")
+			w.Spec.Size = 100 + i
+			err := st.Update(ctx(t), w)
+			results <- result{w.Spec.Size, w.ResourceVersion, err}
+		}()
+	}
+	rvs := map[string]int{}
+	var newest result
+	for range n {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("unconditional Update: %v", r.err)
+		}
+		if _, dup := rvs[r.rv]; dup {
+			t.Errorf("two Updates returned resourceVersion %s", r.rv)
+		}
+		rvs[r.rv] = r.size
+		if newest.rv == "" || rvOf(t, &Widget{ObjectMeta: meta.ObjectMeta{ResourceVersion: r.rv}}) > rvOf(t, &Widget{ObjectMeta: meta.ObjectMeta{ResourceVersion: newest.rv}}) {
+			newest = r
+		}
+	}
+	got := mustGetWidget(t, st, "ns1", "w1")
+	if got.ResourceVersion != newest.rv || got.Spec.Size != newest.size {
+		t.Errorf("stored rv %s size %d, want the newest write's %s %d", got.ResourceVersion, got.Spec.Size, newest.rv, newest.size)
+	}
+	if got.Generation != 1+n {
+		t.Errorf("generation %d after %d spec changes, want %d", got.Generation, n, 1+n)
 	}
 }
 
