@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/capstanhq/capstan/internal/runtimetest"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/manager"
@@ -127,9 +125,6 @@ func ptr[T any](v T) *T { return &v }
 func newManager(t *testing.T, st store.Store, opts manager.Options) *manager.Manager {
 	t.Helper()
 	opts.Store = st
-	if opts.Registry == nil {
-		opts.Registry = prometheus.NewRegistry()
-	}
 	m, err := manager.New(opts)
 	if err != nil {
 		t.Fatal(err)
