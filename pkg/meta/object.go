@@ -39,6 +39,9 @@ type ObjectMeta struct {
 	OwnerReferences []OwnerReference `json:"ownerReferences,omitempty"`
 	// Finalizers must all be removed before a deleted object disappears.
 	Finalizers []string `json:"finalizers,omitempty"`
+	// Fences records, per lock or lease name, the highest fencing token of
+	// a write guarded by it (store.WithFence); store-owned.
+	Fences map[string]int64 `json:"fences,omitempty"`
 	// CreationTimestamp is when the store created the object (UTC,
 	// millisecond precision).
 	CreationTimestamp time.Time `json:"creationTimestamp,omitzero" bson:"creationTimestamp,omitempty"`

@@ -257,7 +257,7 @@ func (k *Kind) CopyStatus(dst, src meta.Object) {
 	}
 	dv := reflect.ValueOf(dst).Elem().FieldByIndex(k.status)
 	sv := reflect.ValueOf(src).Elem().FieldByIndex(k.status)
-	dv.Set(reflect.ValueOf(meta.DeepCopyValue(sv.Interface())).Convert(dv.Type()))
+	meta.CopyValueInto(dv, sv)
 }
 
 func jsonEqual(a, b any) bool {
@@ -282,6 +282,7 @@ func (k *Kind) PrepareCreate(obj meta.Object) error {
 	m.CreationTimestamp = meta.Now()
 	m.ResourceVersion = ""
 	m.DeletionTimestamp = nil
+	m.Fences = nil
 	return nil
 }
 
@@ -347,6 +348,7 @@ func (k *Kind) MergeUpdate(stored, incoming meta.Object) (meta.Object, error) {
 	om.UID = sm.UID
 	om.CreationTimestamp = sm.CreationTimestamp
 	om.DeletionTimestamp = meta.DeepCopyValue(sm.DeletionTimestamp)
+	om.Fences = meta.DeepCopyValue(sm.Fences)
 	om.Generation = sm.Generation
 	if !k.SpecEqual(stored, incoming) {
 		om.Generation++
