@@ -67,6 +67,17 @@ func CopyInto(dst, src Object) {
 	dv.Set(sv)
 }
 
+// CopyValueInto sets dst, which must be settable, to a deep copy of src,
+// which must have dst's type. It is DeepCopyValue for code that holds
+// reflect.Values, such as a store copying one field of an object.
+func CopyValueInto(dst, src reflect.Value) {
+	if c := copierFor(dst.Type()); c != nil {
+		c.fn(dst, src)
+		return
+	}
+	dst.Set(src)
+}
+
 // copyValue returns a deep copy of v.
 func copyValue(v reflect.Value) reflect.Value {
 	c := copierFor(v.Type())

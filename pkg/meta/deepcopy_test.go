@@ -278,3 +278,24 @@ func BenchmarkDeepCopy(b *testing.B) {
 		_ = DeepCopy(tree)
 	}
 }
+
+func TestCopyValueInto(t *testing.T) {
+	src := newTree()
+	var spec dcTree
+	CopyValueInto(reflect.ValueOf(&spec).Elem().FieldByName("Spec"), reflect.ValueOf(src).Elem().FieldByName("Spec"))
+	if !reflect.DeepEqual(spec.Spec, src.Spec) || spec.Name != "" {
+		t.Fatalf("CopyValueInto of a field copied %+v", spec)
+	}
+	var dst dcTree
+	CopyValueInto(reflect.ValueOf(&dst).Elem(), reflect.ValueOf(src).Elem())
+	before := snapshot(t, src)
+	mutateAll(&dst)
+	if snapshot(t, src) != before {
+		t.Error("CopyValueInto shared memory")
+	}
+	var n, m int = 0, 5
+	CopyValueInto(reflect.ValueOf(&n).Elem(), reflect.ValueOf(m))
+	if n != 5 {
+		t.Errorf("plain value: %d", n)
+	}
+}

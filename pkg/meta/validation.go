@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/util/validation"
-
 	"github.com/capstanhq/capstan/pkg/errs"
 )
 
@@ -19,7 +17,7 @@ func ValidateName(field, name string) error {
 	if name == "" {
 		return errs.Invalid(field, "name is required")
 	}
-	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+	if msgs := dns1123SubdomainErrors(name); len(msgs) > 0 {
 		return errs.Invalid(field, "invalid name %q: %s", name, strings.Join(msgs, "; "))
 	}
 	return nil
@@ -28,7 +26,7 @@ func ValidateName(field, name string) error {
 // ValidateNamespace checks a namespace: a DNS-1123 label (at most 63
 // characters, no dots).
 func ValidateNamespace(field, ns string) error {
-	if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+	if msgs := dns1123LabelErrors(ns); len(msgs) > 0 {
 		return errs.Invalid(field, "invalid namespace %q: %s", ns, strings.Join(msgs, "; "))
 	}
 	return nil
@@ -37,10 +35,10 @@ func ValidateNamespace(field, ns string) error {
 // ValidateLabels checks label keys (qualified names) and values.
 func ValidateLabels(field string, labels map[string]string) error {
 	for k, v := range labels {
-		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+		if msgs := qualifiedNameErrors(k); len(msgs) > 0 {
 			return errs.Invalid(fmt.Sprintf("%s[%s]", field, k), "invalid label key: %s", strings.Join(msgs, "; "))
 		}
-		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
+		if msgs := labelValueErrors(v); len(msgs) > 0 {
 			return errs.Invalid(fmt.Sprintf("%s[%s]", field, k), "invalid label value %q: %s", v, strings.Join(msgs, "; "))
 		}
 	}
@@ -51,7 +49,7 @@ func ValidateLabels(field string, labels map[string]string) error {
 func ValidateAnnotations(field string, annotations map[string]string) error {
 	total := 0
 	for k, v := range annotations {
-		if msgs := validation.IsQualifiedName(strings.ToLower(k)); len(msgs) > 0 {
+		if msgs := qualifiedNameErrors(strings.ToLower(k)); len(msgs) > 0 {
 			return errs.Invalid(fmt.Sprintf("%s[%s]", field, k), "invalid annotation key: %s", strings.Join(msgs, "; "))
 		}
 		total += len(k) + len(v)
@@ -107,7 +105,7 @@ func ValidateObjectMeta(m *ObjectMeta, namespaced bool) error {
 	seen := make(map[string]bool, len(m.Finalizers))
 	for i, f := range m.Finalizers {
 		field := fmt.Sprintf("metadata.finalizers[%d]", i)
-		if msgs := validation.IsQualifiedName(f); len(msgs) > 0 {
+		if msgs := qualifiedNameErrors(f); len(msgs) > 0 {
 			return errs.Invalid(field, "invalid finalizer %q: %s", f, strings.Join(msgs, "; "))
 		}
 		if seen[f] {
