@@ -49,13 +49,14 @@ func main() {
 	runs := flag.Int("runs", 3, "bench: runs per scenario")
 	cpuProfile := flag.String("cpuprofile", "", "gen: write a CPU profile of the run here")
 	timer := flag.String("timer", "", "gen: precise or coarse (see config.Spec.Timer)")
+	resolution := flag.Duration("resolution", 0, "gen: precise timer resolution; 0 is the default")
 	flag.Parse()
 	var err error
 	switch *role {
 	case "server":
 		err = serve(*addr)
 	case "gen":
-		err = generate(*target, *rps, *instances, *duration, *timer, *cpuProfile)
+		err = generate(*target, *rps, *instances, *duration, *timer, *resolution, *cpuProfile)
 	default:
 		err = bench(*runs, *duration)
 	}
@@ -133,12 +134,12 @@ func cpuSeconds() float64 {
 	return tv(ru.Utime) + tv(ru.Stime)
 }
 
-func generate(target string, rps float64, instances int, d time.Duration, timer, profile string) error {
+func generate(target string, rps float64, instances int, d time.Duration, timer string, resolution time.Duration, profile string) error {
 	sched := config.ScheduleSpec{Type: "unlimited", Duration: config.Duration(d)}
 	if rps > 0 {
 		sched = config.ScheduleSpec{Type: "const", Ops: rps, Duration: config.Duration(d)}
 	}
-	spec := &config.Spec{Timer: timer, Pools: []config.Pool{{
+	spec := &config.Spec{Timer: timer, TimerResolution: config.Duration(resolution), Pools: []config.Pool{{
 		ID:        "bench",
 		Gun:       config.GunSpec{Type: "http", Target: "http://" + target, Timeout: config.Duration(5 * time.Second)},
 		Ammo:      ammo.Spec{Type: "inline", Requests: []ammo.Ammo{{URI: "/bench", Headers: ammo.Headers{{Name: "User-Agent", Value: "capstan-bench"}}}}},

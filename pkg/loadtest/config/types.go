@@ -56,12 +56,16 @@ type Spec struct {
 	// Report names files written at the end of the run.
 	Report Report `json:"report,omitempty"`
 	// Timer chooses how instances wait for their shots' intended times:
-	// "precise" (the default) wakes them to the microsecond with a kernel
-	// timer (timerfd on Linux) at the cost of one wake-up per shot;
-	// "coarse" uses the Go runtime's timers, which wake an idle process
-	// with millisecond granularity (shots up to about 1 ms late) but batch
-	// wake-ups and so cost less CPU at moderate rates.
+	// "precise" (the default) wakes them with a kernel timer (timerfd on
+	// Linux) on a grid of timerResolution, so a shot is at most that late
+	// and an idle generator wakes at most once per resolution; "coarse"
+	// uses the Go runtime's timers, which wake an idle process with
+	// millisecond granularity (shots up to about 1 ms late, more under
+	// load) at the least CPU.
 	Timer string `json:"timer,omitempty"`
+	// TimerResolution is the precise timer's grid; default 500µs. Smaller
+	// is more exact and costs a wake-up per shot at moderate rates.
+	TimerResolution Duration `json:"timerResolution,omitempty"`
 }
 
 // Report names the run's report files; empty names are not written.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
@@ -42,6 +43,9 @@ func (s *Spec) Validate() error {
 	if s.OverdueAfter < 0 {
 		return errs.Invalid("overdueAfter", "must not be negative")
 	}
+	if s.TimerResolution < 0 || s.TimerResolution > Duration(time.Second) {
+		return errs.Invalid("timerResolution", "must be in [0, 1s]")
+	}
 	switch s.Timer {
 	case "", TimerPrecise, TimerCoarse:
 	default:
@@ -69,6 +73,18 @@ func (s *Spec) Rules() ([]aggregate.Rule, error) {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// DefaultTimerResolution is the precise timer's grid when the spec sets
+// none.
+const DefaultTimerResolution = 500 * time.Microsecond
+
+// Resolution returns the precise timer's grid, with the default applied.
+func (s *Spec) Resolution() time.Duration {
+	if s.TimerResolution == 0 {
+		return DefaultTimerResolution
+	}
+	return s.TimerResolution.D()
 }
 
 // Overdue returns the overdue threshold, with the default applied.

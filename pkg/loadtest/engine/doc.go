@@ -11,6 +11,13 @@
 // that cannot keep up (unless a pool opts into discardOverflow, which skips
 // shots already later than overdueAfter and counts them).
 //
+// Instances sleep on a kernel timer (timerfd on Linux) whose deadlines are
+// rounded up to a grid (timerResolution, default 500µs), so shots are at
+// most that late while the generator has CPU to spare, and instances due in
+// the same slot share one wake-up. The Go runtime's own timers would round
+// an idle process's sleep to whole milliseconds; "timer: coarse" uses them
+// for the least CPU.
+//
 // A run ends when every pool's schedule or ammo is used up, when the spec's
 // duration passes, or when an autostop rule fires; in these cases the shots
 // in flight complete. When the caller's context ends, shots in flight are

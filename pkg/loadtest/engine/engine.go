@@ -91,6 +91,7 @@ type Engine struct {
 	interrupt atomic.Int64
 	ran       atomic.Bool
 	stopIssue context.CancelCauseFunc
+	mono      int64 // CLOCK_MONOTONIC at start, for the waiters' timers
 	limit     int64 // the spec's duration in ns, 0 for none
 }
 
@@ -226,7 +227,12 @@ func (e *Engine) Run(ctx context.Context) (*Result, error) {
 	var stopMu sync.Mutex
 	var violation *aggregate.Violation
 
+	e.mono = monotonicNow()
 	e.start = time.Now()
+	if e.mono != 0 {
+		// Take the two readings as close together as possible.
+		e.mono = (e.mono + monotonicNow()) / 2
+	}
 	start := e.start
 	agg := aggregate.New(aggregate.Options{
 		Start:        start,
@@ -363,7 +369,7 @@ func (e *Engine) instance(issue, shoot context.Context, p *pool, g gun.Gun, agg 
 	if e.spec.Timer == config.TimerCoarse {
 		w = newTimerWaiter()
 	} else {
-		w = newWaiter()
+		w = newWaiter(e.mono, e.spec.Resolution())
 	}
 	defer w.close()
 	shot := &gun.Shot{}
@@ -430,7 +436,7 @@ func (e *Engine) waitUntil(ctx context.Context, w waiter, at int64) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	return w.wait(ctx, time.Duration(d))
+	return w.wait(ctx, at, time.Duration(d))
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

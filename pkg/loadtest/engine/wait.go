@@ -8,8 +8,9 @@ import (
 // waiter sleeps an instance until its next token is due. One waiter
 // belongs to one goroutine.
 type waiter interface {
-	// wait sleeps for d and reports false if ctx ended first.
-	wait(ctx context.Context, d time.Duration) bool
+	// wait sleeps until the run's clock reaches at, d from now, and
+	// reports false if ctx ended first.
+	wait(ctx context.Context, at int64, d time.Duration) bool
 	// close releases the waiter.
 	close()
 }
@@ -25,7 +26,7 @@ func newTimerWaiter() *timerWaiter {
 	return &timerWaiter{t: t}
 }
 
-func (w *timerWaiter) wait(ctx context.Context, d time.Duration) bool {
+func (w *timerWaiter) wait(ctx context.Context, _ int64, d time.Duration) bool {
 	w.t.Reset(d)
 	select {
 	case <-w.t.C:

@@ -2,4 +2,8 @@
 
 package engine
 
-func newWaiter() waiter { return newTimerWaiter() }
+import "time"
+
+func monotonicNow() int64 { return 0 }
+
+func newWaiter(int64, time.Duration) waiter { return newTimerWaiter() }

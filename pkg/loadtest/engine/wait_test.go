@@ -7,11 +7,20 @@ import (
 )
 
 func TestWaiters(t *testing.T) {
-	for name, mk := range map[string]func() waiter{"default": newWaiter, "timer": func() waiter { return newTimerWaiter() }} {
+	base := monotonicNow()
+	start0 := time.Now()
+	now := func() int64 { return int64(time.Since(start0)) }
+	wait := func(w waiter, ctx context.Context, d time.Duration) bool {
+		return w.wait(ctx, now()+int64(d), d)
+	}
+	for name, mk := range map[string]func() waiter{
+		"default": func() waiter { return newWaiter(base, 500*time.Microsecond) },
+		"timer":   func() waiter { return newTimerWaiter() },
+	} {
 		w := mk()
 		ctx := context.Background()
 		start := time.Now()
-		if !w.wait(ctx, 20*time.Millisecond) {
+		if !wait(w, ctx, 20*time.Millisecond) {
 			t.Fatalf("%s: wait failed", name)
 		}
 		if el := time.Since(start); el < 20*time.Millisecond {
@@ -24,20 +33,20 @@ func TestWaiters(t *testing.T) {
 			cancel()
 		}()
 		start = time.Now()
-		if w.wait(cctx, time.Hour) {
+		if wait(w, cctx, time.Hour) {
 			t.Fatalf("%s: canceled wait reported success", name)
 		}
 		if time.Since(start) > 20*time.Second {
 			t.Fatalf("%s: cancel took %s", name, time.Since(start))
 		}
-		if w.wait(cctx, time.Millisecond) {
+		if wait(w, cctx, time.Millisecond) {
 			t.Fatalf("%s: wait on a canceled context succeeded", name)
 		}
 		// The waiter still works with a new context after a cancellation,
 		// and a stale expiration does not end a later wait early.
 		start = time.Now()
 		for i := 0; i < 3; i++ {
-			if !w.wait(ctx, 10*time.Millisecond) {
+			if !wait(w, ctx, 10*time.Millisecond) {
 				t.Fatalf("%s: wait after cancel failed", name)
 			}
 		}

@@ -327,12 +327,13 @@ type leanGun struct {
 	wbuf []byte
 	br   *bufio.Reader
 
-	mu      sync.Mutex // guards conn against abort
-	conn    net.Conn
-	reused  bool
-	watched context.Context
-	unwatch func() bool
-	aborted atomic.Bool
+	mu       sync.Mutex // guards conn against abort
+	conn     net.Conn
+	reused   bool
+	watched  <-chan struct{} // Done channel of the watched context
+	unwatch  func() bool
+	aborting chan struct{} // closed when the abort function has run
+	aborted  atomic.Bool
 }
 
 func (g *leanGun) Close() error {
@@ -353,17 +354,29 @@ func (g *leanGun) closeConn() {
 }
 
 // watch arranges for ctx's end to interrupt the connection. It registers
-// once per context, not per shot.
+// once per context (told apart by their Done channels), not per shot.
 func (g *leanGun) watch(ctx context.Context) {
-	if ctx == g.watched {
+	done := ctx.Done()
+	if done == g.watched {
 		return
 	}
 	if g.unwatch != nil {
-		g.unwatch()
+		// If the abort has started, let it finish before the connection
+		// is used again: it runs in its own goroutine.
+		if !g.unwatch() {
+			<-g.aborting
+		}
+		g.unwatch = nil
 	}
-	g.watched = ctx
+	g.watched = done
 	g.aborted.Store(false)
+	if done == nil {
+		return
+	}
+	finished := make(chan struct{})
+	g.aborting = finished
 	g.unwatch = context.AfterFunc(ctx, func() {
+		defer close(finished)
 		g.aborted.Store(true)
 		g.mu.Lock()
 		if g.conn != nil {
@@ -413,6 +426,11 @@ func (g *leanGun) Shoot(ctx context.Context, s *Shot) {
 		}
 		reused := g.reused
 		g.conn.SetDeadline(time.Now().Add(g.f.t.timeout))
+		if g.aborted.Load() {
+			// Canceled between the check above and the deadline.
+			g.fail(ctx, s, context.Canceled)
+			return
+		}
 		_, err := g.conn.Write(g.wbuf)
 		var code int
 		var in int64

@@ -406,3 +406,28 @@ func TestRegistry(t *testing.T) {
 		t.Fatal("registries share state")
 	}
 }
+
+// TestLeanAfterCancel: a gun whose context was canceled works again with
+// another context, including one that is never canceled.
+func TestLeanAfterCancel(t *testing.T) {
+	g := newGun(t, config.GunSpec{Type: "http", Target: staticServer(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Shot{Ammo: &ammo.Ammo{URI: "/"}}
+	g.Shoot(ctx, s)
+	if s.Class != aggregate.OK {
+		t.Fatal(s.Err)
+	}
+	cancel()
+	s = &Shot{Ammo: &ammo.Ammo{URI: "/"}}
+	g.Shoot(ctx, s)
+	if s.Class != aggregate.Canceled {
+		t.Fatalf("canceled: %s", s.Class)
+	}
+	for i := 0; i < 3; i++ {
+		s = &Shot{Ammo: &ammo.Ammo{URI: "/"}}
+		g.Shoot(context.Background(), s)
+		if s.Class != aggregate.OK {
+			t.Fatalf("shot %d after cancel: %s %v", i, s.Class, s.Err)
+		}
+	}
+}
