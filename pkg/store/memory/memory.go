@@ -30,7 +30,8 @@ type options struct {
 
 // WithHistory sets how many changes each kind keeps in its ring for
 // watches (at least 1). A watch that starts from, or falls behind to, a
-// revision older than the ring gets an Expired event.
+// revision older than the ring gets an Expired event. The ring holds the
+// objects of those changes, so it costs up to n objects' memory per kind.
 func WithHistory(n int) Option {
 	return func(o *options) { o.history = max(n, 1) }
 }
