@@ -1,0 +1,318 @@
+package coordination
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/capstanhq/capstan/pkg/errs"
+	"github.com/capstanhq/capstan/pkg/meta"
+	"github.com/capstanhq/capstan/pkg/store"
+)
+
+// Default leader-election durations (client-go's).
+const (
+	DefaultLeaseDuration = 15 * time.Second
+	DefaultRenewDeadline = 10 * time.Second
+	DefaultRetryPeriod   = 2 * time.Second
+)
+
+// ElectorConfig configures an Elector.
+type ElectorConfig struct {
+	// Store holds the Lease; its scheme must include the coordination
+	// kinds (AddToScheme).
+	Store store.Store
+	// Lease names the Lease object (namespace and name).
+	Lease meta.Key
+	// Identity is this candidate's name (usually its Member name).
+	Identity string
+	// LeaseDuration is how long followers wait, on their own clocks,
+	// after the last change of the lease before taking it over.
+	LeaseDuration time.Duration
+	// RenewDeadline is how long the leader keeps trying to renew before
+	// it gives leadership up; must be less than LeaseDuration.
+	RenewDeadline time.Duration
+	// RetryPeriod is the wait between attempts; must be less than
+	// RenewDeadline.
+	RetryPeriod time.Duration
+	// ReleaseOnCancel gives the lease up (holder cleared) when Run's
+	// context ends while leading, so that a successor need not wait for
+	// the lease to expire.
+	ReleaseOnCancel bool
+	// OnStartedLeading is called (in its own goroutine) with a context
+	// that is cancelled when leadership ends.
+	OnStartedLeading func(ctx context.Context)
+	// OnStoppedLeading is called when leadership ends.
+	OnStoppedLeading func()
+	// OnNewLeader is called when the observed leader changes (including
+	// to this candidate).
+	OnNewLeader func(identity string)
+	// Logger receives transitions.
+	Logger logr.Logger
+	// Metrics, if set, records leadership and transitions.
+	Metrics *Metrics
+}
+
+// Elector campaigns for a Lease with client-go's semantics and fencing:
+// the lease's LeaseTransitions is the leader's token. It implements
+// manager.LeaderElector.
+type Elector struct {
+	cfg   ElectorConfig
+	clock *versionClock
+
+	leading atomic.Bool
+	token   atomic.Int64
+	mu      sync.Mutex
+	leader  string
+	lease   *Lease // last lease this candidate wrote or read
+}
+
+// NewElector validates cfg (durations default to 15s/10s/2s) and returns
+// an elector.
+func NewElector(cfg ElectorConfig) (*Elector, error) {
+	if cfg.Store == nil {
+		return nil, errs.Invalid("store", "store is required")
+	}
+	if cfg.Identity == "" {
+		return nil, errs.Invalid("identity", "identity is required")
+	}
+	if err := meta.ValidateName("lease.name", cfg.Lease.Name); err != nil {
+		return nil, err
+	}
+	if cfg.LeaseDuration == 0 {
+		cfg.LeaseDuration = DefaultLeaseDuration
+	}
+	if cfg.RenewDeadline == 0 {
+		cfg.RenewDeadline = DefaultRenewDeadline
+	}
+	if cfg.RetryPeriod == 0 {
+		cfg.RetryPeriod = DefaultRetryPeriod
+	}
+	switch {
+	case cfg.LeaseDuration <= cfg.RenewDeadline:
+		return nil, errs.Invalid("leaseDuration", "lease duration %v must be greater than the renew deadline %v", cfg.LeaseDuration, cfg.RenewDeadline)
+	case cfg.RenewDeadline <= cfg.RetryPeriod:
+		return nil, errs.Invalid("renewDeadline", "renew deadline %v must be greater than the retry period %v", cfg.RenewDeadline, cfg.RetryPeriod)
+	case cfg.RetryPeriod <= 0:
+		return nil, errs.Invalid("retryPeriod", "retry period must be positive")
+	}
+	if _, err := cfg.Store.Scheme().Kind(KindLease); err != nil {
+		return nil, errs.Wrap(errs.FailedPrecondition, err, "the store's scheme lacks the coordination kinds (coordination.AddToScheme)")
+	}
+	if cfg.Logger.GetSink() == nil {
+		cfg.Logger = logr.Discard()
+	}
+	return &Elector{cfg: cfg, clock: newVersionClock()}, nil
+}
+
+// IsLeader reports whether this candidate currently leads.
+func (e *Elector) IsLeader() bool { return e.leading.Load() }
+
+// Leader returns the identity of the last observed leader.
+func (e *Elector) Leader() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.leader
+}
+
+// Token returns the fencing token of the current leadership (0 when not
+// leading).
+func (e *Elector) Token() int64 {
+	if !e.leading.Load() {
+		return 0
+	}
+	return e.token.Load()
+}
+
+// FenceName is the name under which the leader's writes are fenced
+// (store.WithFence(e.FenceName(), e.Token())).
+func (e *Elector) FenceName() string { return "Lease/" + e.cfg.Lease.String() }
+
+// Run campaigns until ctx ends. While leading it calls onStarted (and
+// OnStartedLeading) once; if leadership is lost it returns an error. It
+// returns nil when ctx ends (after releasing the lease if
+// ReleaseOnCancel).
+func (e *Elector) Run(ctx context.Context, onStarted func(ctx context.Context)) error {
+	defer e.cfg.Metrics.setLeader(e.cfg.Lease, false)
+	if !e.acquire(ctx) {
+		return nil // ctx ended while following
+	}
+	leadCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, f := range []func(context.Context){onStarted, e.cfg.OnStartedLeading} {
+		if f != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); f(leadCtx) }()
+		}
+	}
+	err := e.renew(ctx)
+	e.leading.Store(false)
+	cancel()
+	if e.cfg.OnStoppedLeading != nil {
+		e.cfg.OnStoppedLeading()
+	}
+	e.cfg.Metrics.setLeader(e.cfg.Lease, false)
+	if err == nil && e.cfg.ReleaseOnCancel {
+		e.release()
+	}
+	return err
+}
+
+// acquire retries until this candidate holds the lease or ctx ends.
+func (e *Elector) acquire(ctx context.Context) bool {
+	for {
+		if ok, _ := e.tryAcquireOrRenew(ctx); ok {
+			e.cfg.Logger.Info("acquired lease", "lease", e.cfg.Lease, "token", e.token.Load())
+			return true
+		}
+		if !sleepJitter(ctx, e.cfg.RetryPeriod) {
+			return false
+		}
+	}
+}
+
+// renew keeps the lease until ctx ends (nil) or a renewal cannot succeed
+// within RenewDeadline (an error).
+func (e *Elector) renew(ctx context.Context) error {
+	for {
+		if !sleepFor(ctx, e.cfg.RetryPeriod) {
+			return nil
+		}
+		deadline := time.Now().Add(e.cfg.RenewDeadline)
+		for {
+			rctx, cancel := context.WithDeadline(ctx, deadline)
+			ok, err := e.tryAcquireOrRenew(rctx)
+			cancel()
+			if ok {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errs.IsConflict(err) || time.Now().After(deadline) {
+				if err == nil {
+					err = errs.New(errs.DeadlineExceeded, "could not renew within %v", e.cfg.RenewDeadline)
+				}
+				e.cfg.Logger.Info("lost lease", "lease", e.cfg.Lease, "reason", err.Error())
+				return errs.Wrap(errs.Aborted, err, "lost lease %s", e.cfg.Lease)
+			}
+			if !sleepFor(ctx, e.cfg.RetryPeriod/4) {
+				return nil
+			}
+		}
+	}
+}
+
+// tryAcquireOrRenew makes one attempt. While leading, a Conflict means
+// another candidate took the lease.
+func (e *Elector) tryAcquireOrRenew(ctx context.Context) (bool, error) {
+	now := meta.Now()
+	cur := &Lease{}
+	err := e.cfg.Store.Get(ctx, e.cfg.Lease, cur)
+	if errs.IsNotFound(err) {
+		l := &Lease{ObjectMeta: meta.ObjectMeta{Namespace: e.cfg.Lease.Namespace, Name: e.cfg.Lease.Name},
+			Spec: LeaseSpec{HolderIdentity: e.cfg.Identity, LeaseDurationMillis: millis(e.cfg.LeaseDuration),
+				AcquireTime: now, RenewTime: now, LeaseTransitions: 1}}
+		if err := e.cfg.Store.Create(ctx, l); err != nil {
+			return false, err
+		}
+		e.won(l, true)
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	e.observe(cur)
+	holder := cur.Spec.HolderIdentity
+	if e.leading.Load() && holder != e.cfg.Identity {
+		return false, errs.New(errs.Conflict, "lease %s is held by %s", e.cfg.Lease, holder)
+	}
+	if holder != "" && holder != e.cfg.Identity &&
+		e.clock.expiresIn(cur, fromMillis(cur.Spec.LeaseDurationMillis)) > 0 {
+		return false, nil
+	}
+	next := meta.DeepCopy(cur)
+	next.Spec.RenewTime = now
+	next.Spec.LeaseDurationMillis = millis(e.cfg.LeaseDuration)
+	acquired := holder != e.cfg.Identity
+	if acquired {
+		next.Spec.HolderIdentity = e.cfg.Identity
+		next.Spec.AcquireTime = now
+		next.Spec.LeaseTransitions++
+	}
+	if err := e.cfg.Store.Update(ctx, next); err != nil {
+		return false, err
+	}
+	e.won(next, acquired)
+	return true, nil
+}
+
+func (e *Elector) won(l *Lease, acquired bool) {
+	e.clock.observe(l)
+	e.mu.Lock()
+	e.lease = l
+	e.mu.Unlock()
+	e.token.Store(l.Spec.LeaseTransitions)
+	e.leading.Store(true)
+	e.setLeader(e.cfg.Identity)
+	if acquired {
+		e.cfg.Metrics.transition(e.cfg.Lease)
+	}
+	e.cfg.Metrics.setLeader(e.cfg.Lease, true)
+}
+
+func (e *Elector) observe(l *Lease) {
+	e.mu.Lock()
+	e.lease = l
+	e.mu.Unlock()
+	e.setLeader(l.Spec.HolderIdentity)
+}
+
+func (e *Elector) setLeader(id string) {
+	e.mu.Lock()
+	changed := e.leader != id
+	e.leader = id
+	e.mu.Unlock()
+	if changed && id != "" && e.cfg.OnNewLeader != nil {
+		e.cfg.OnNewLeader(id)
+	}
+}
+
+// release clears the holder if this candidate still holds the lease.
+func (e *Elector) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RenewDeadline)
+	defer cancel()
+	e.mu.Lock()
+	l := e.lease
+	e.mu.Unlock()
+	if l == nil || l.Spec.HolderIdentity != e.cfg.Identity {
+		return
+	}
+	next := meta.DeepCopy(l)
+	next.Spec.HolderIdentity = ""
+	next.Spec.RenewTime = meta.Now()
+	if err := e.cfg.Store.Update(ctx, next); err != nil {
+		e.cfg.Logger.Info("could not release lease", "lease", e.cfg.Lease, "error", err.Error())
+		return
+	}
+	e.cfg.Logger.Info("released lease", "lease", e.cfg.Lease)
+}
+
+func sleepFor(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// sleepJitter waits d plus up to 20% more (client-go's jitter factor).
+func sleepJitter(ctx context.Context, d time.Duration) bool {
+	return sleepFor(ctx, d+time.Duration(randInt63n(int64(d)/5+1)))
+}
