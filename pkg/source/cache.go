@@ -2,6 +2,8 @@ package source
 
 import (
 	"context"
+	"encoding/json"
+	"reflect"
 	"sort"
 	"sync"
 
@@ -194,7 +196,28 @@ func (c *Cache) Get(ctx context.Context, key meta.Key, obj meta.Object) error {
 	if !ok {
 		return store.NotFoundError(k.Name, key)
 	}
+	if reflect.TypeOf(obj) != reflect.TypeOf(cached) {
+		return convert(k, obj, cached)
+	}
 	meta.CopyInto(obj, cached)
+	return nil
+}
+
+// convert fills obj, an Unstructured of a typed kind (or the other way
+// round), from cached through the kind's JSON form, as stores do.
+func convert(k *store.Kind, obj, cached meta.Object) error {
+	data, err := json.Marshal(cached)
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "encode cached %s %s", k.Name, meta.KeyOf(cached))
+	}
+	fresh := reflect.New(reflect.TypeOf(obj).Elem()).Interface().(meta.Object)
+	if err := json.Unmarshal(data, fresh); err != nil {
+		return errs.Wrap(errs.Internal, err, "decode cached %s %s as %T", k.Name, meta.KeyOf(cached), obj)
+	}
+	if u, ok := fresh.(*meta.Unstructured); ok {
+		u.Kind = k.Name // typed objects do not encode their kind
+	}
+	reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(fresh).Elem())
 	return nil
 }
 

@@ -498,3 +498,29 @@ func TestCacheStopsOnAnInformerThatFailsForGood(t *testing.T) {
 		t.Fatalf("Start = %v, want the informer's InvalidArgument", err)
 	}
 }
+
+// A typed kind read as Unstructured (as tools do) is converted, as the
+// store itself does.
+func TestCacheGetConvertsToUnstructured(t *testing.T) {
+	st := runtimetest.Memory(t, runtimetest.NewScheme())
+	w := runtimetest.NewWidget("ns", "a", 5)
+	w.Labels = map[string]string{"app": "web"}
+	mustCreate(t, st, w)
+	c := source.NewCache(st, source.CacheOptions{})
+	if _, err := c.Informer(runtimetest.WidgetKind); err != nil {
+		t.Fatal(err)
+	}
+	startCache(t, c)
+	u := &meta.Unstructured{Kind: runtimetest.WidgetKind}
+	if err := c.Get(context.Background(), meta.KeyOf(w), u); err != nil {
+		t.Fatal(err)
+	}
+	var fromStore meta.Unstructured
+	fromStore.Kind = runtimetest.WidgetKind
+	if err := st.Get(context.Background(), meta.KeyOf(w), &fromStore); err != nil {
+		t.Fatal(err)
+	}
+	if u.Kind != runtimetest.WidgetKind || u.UID != w.UID || u.Labels["app"] != "web" || fmt.Sprint(u.Fields["spec"]) != fmt.Sprint(fromStore.Fields["spec"]) {
+		t.Fatalf("cache gave %+v, the store gives %+v", u, fromStore)
+	}
+}
