@@ -21,7 +21,9 @@ const ownerUIDIndex = "capstan.ownerUID"
 // owner's dependents are deleted after it, their own dependents after
 // them). An owner counts as gone when the store itself (not only the
 // cache) has no object of that kind and name with the referenced uid.
-// Owners of kinds this process does not know are assumed present.
+// Owners of kinds this process does not know are assumed present, and so
+// are namespaced owners of cluster-scoped objects (such references cannot
+// be resolved).
 func AddGarbageCollector(m *Manager, opts controller.Options) error {
 	scheme := m.Store().Scheme()
 	kinds := scheme.Kinds()
@@ -133,6 +135,12 @@ func (g *collector) ownerGone(ctx context.Context, dm *meta.ObjectMeta, ref meta
 	}
 	key := meta.Key{Name: ref.Name}
 	if ok.Namespaced {
+		if dm.Namespace == "" {
+			// A cluster-scoped object cannot have a namespaced owner:
+			// the reference cannot be resolved, so keep the object (as
+			// Kubernetes does) rather than fail on every retry.
+			return false, nil
+		}
 		key.Namespace = dm.Namespace
 	}
 	if inf, err := g.m.Cache().Informer(ok.Name); err == nil {

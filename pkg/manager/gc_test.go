@@ -257,3 +257,33 @@ func TestGarbageCollectorAfterAnOutage(t *testing.T) {
 		})
 	}
 }
+
+// K8s semantics: a cluster-scoped object cannot have a namespaced owner;
+// such a reference cannot be resolved, so the object is kept, quietly.
+func TestGarbageCollectorUnresolvableOwner(t *testing.T) {
+	st := runtimetest.Memory(t, runtimetest.NewScheme())
+	m := startGC(t, st)
+	w := runtimetest.NewWidget("ns", "w", 0)
+	mustCreate(t, st, w)
+	odd := &runtimetest.Rack{ObjectMeta: meta.ObjectMeta{Name: "odd", OwnerReferences: []meta.OwnerReference{ref(w, true)}}}
+	mustCreate(t, st, odd)
+	sentinel := &runtimetest.Rack{ObjectMeta: meta.ObjectMeta{Name: "sentinel",
+		OwnerReferences: []meta.OwnerReference{{Kind: runtimetest.RackKind, Name: "never", UID: "never-existed"}}}}
+	mustCreate(t, st, sentinel)
+	waitGone(t, st, sentinel)
+	mustExist(t, st, odd)
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "controller_runtime_reconcile_errors_total" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			if mt.GetCounter().GetValue() != 0 {
+				t.Fatalf("the collector failed reconciles: %v", mt)
+			}
+		}
+	}
+}
