@@ -1,0 +1,23 @@
+// Package embedded runs a MongoDB-wire server inside the process: FerretDB
+// (the embeddable github.com/FerretDB/FerretDB/ferretdb package, SQLite
+// backend, one file per database in a data directory) listening on a private
+// unix socket, and in front of it, on the public TCP address, a small
+// wire-protocol front that makes it safe for compare-and-swap writes.
+//
+// FerretDB's conditional writes are not atomic: update and findAndModify
+// read the matching documents and write them back in a separate step, so
+// concurrent compare-and-swap writers on one document all "succeed". The
+// front therefore reads each client message whole, lets reads (find,
+// getMore, aggregate without $out/$merge, count, handshakes, ...) through
+// concurrently and runs every other command one at a time under a global
+// write lock, held only while the backend processes the command, never
+// while talking to a client. SQLite admits one writer anyway.
+//
+// On start the server creates local.oplog.rs as a capped collection, so
+// FerretDB records every insert, update and delete there and a tailable
+// cursor on it serves as a change feed; it also trims capped collections
+// periodically, which FerretDB's embedded mode does not do by itself.
+//
+// A Server is started with Start, stopped with Stop, and restarts on the
+// same data directory and port. Drivers connect to URI.
+package embedded
