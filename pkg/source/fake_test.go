@@ -30,6 +30,8 @@ type fakeLW struct {
 	listErr  []error
 	watchErr []error
 	watches  chan *fakeWatch
+	gets     int
+	getErr   error
 }
 
 type fakeWatch struct {
@@ -72,7 +74,24 @@ func (f *fakeLW) listCalls() []store.ListOptions {
 }
 
 func (f *fakeLW) Get(ctx context.Context, key meta.Key, obj meta.Object) error {
-	return errs.New(errs.Unimplemented, "fake: no Get")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gets++
+	if f.getErr != nil {
+		return f.getErr
+	}
+	o, ok := f.objs[key]
+	if !ok {
+		return errs.New(errs.NotFound, "%s not found", key)
+	}
+	meta.CopyInto(obj, o)
+	return nil
+}
+
+func (f *fakeLW) getCalls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gets
 }
 
 func (f *fakeLW) List(ctx context.Context, kind string, opts store.ListOptions) (*store.ListResult, error) {

@@ -411,7 +411,7 @@ func (inf *Informer) watch(ctx context.Context, resync *<-chan time.Time) (expir
 				return false, progressed, ev.Err
 			case store.Bookmark:
 			default:
-				inf.apply(ev)
+				inf.apply(wctx, ev)
 			}
 			if ev.Revision != "" {
 				inf.revision = ev.Revision
@@ -420,9 +420,12 @@ func (inf *Informer) watch(ctx context.Context, resync *<-chan time.Time) (expir
 	}
 }
 
-func (inf *Informer) apply(ev store.Event) {
+func (inf *Informer) apply(ctx context.Context, ev store.Event) {
 	obj := ev.Object
 	k := meta.KeyOf(obj)
+	if ev.Type == store.Deleted && obj.GetObjectMeta().UID == "" && inf.stillStored(ctx, k) {
+		return
+	}
 	inf.deliver.Lock()
 	defer inf.deliver.Unlock()
 	inf.mu.Lock()
@@ -430,6 +433,27 @@ func (inf *Informer) apply(ev store.Event) {
 	hs := inf.handlers
 	inf.mu.Unlock()
 	notify(hs, ns)
+}
+
+// stillStored reports whether the store holds the very incarnation the
+// cache has under k. A delete event that carries only the key (the MongoDB
+// oplog's) cannot say which incarnation it removed; a watch from a list's
+// revision may repeat the delete of one older than the list showed, and
+// while the store still has the cached uid, the cached object was not
+// deleted. When the store cannot tell, the delete is applied: a repeated
+// one is followed by the repeated create of what the list showed.
+func (inf *Informer) stillStored(ctx context.Context, k meta.Key) bool {
+	inf.mu.RLock()
+	cached, ok := inf.items[k]
+	inf.mu.RUnlock()
+	if !ok || cached.GetObjectMeta().UID == "" {
+		return false
+	}
+	fresh := meta.DeepCopy(cached)
+	if err := inf.lw.Get(ctx, k, fresh); err != nil {
+		return false
+	}
+	return fresh.GetObjectMeta().UID == cached.GetObjectMeta().UID
 }
 
 // change applies one watch event to the cache and returns the handler

@@ -124,6 +124,7 @@ func TestInformerDeletedWithKeyOnlyObject(t *testing.T) {
 	keyOnly := func(name string) *runtimetest.Widget {
 		return &runtimetest.Widget{ObjectMeta: meta.ObjectMeta{Namespace: "ns", Name: name}}
 	}
+	lw.setState("12") // a is gone from the store
 	w.send(t,
 		ev(store.Deleted, keyOnly("never-seen"), 11), // nothing cached: nothing to report
 		ev(store.Deleted, keyOnly("a"), 12),
@@ -354,6 +355,7 @@ func TestInformerNamespaceAndSelector(t *testing.T) {
 
 	b := widget("b", "uid-b", 11, 1)
 	b.Labels = map[string]string{"app": "web"}
+	lw.setState("14", widget("a", "uid-a", 13, 2)) // where the events below end
 	w.send(t,
 		ev(store.Modified, b, 11),                           // starts matching: added
 		ev(store.Modified, widget("a", "uid-a", 12, 1), 12), // stops matching: deleted
@@ -560,4 +562,39 @@ func TestInformerResync(t *testing.T) {
 	equalLines(t, "resyncs", got[:3], []string{
 		"add(initial) ns/a@1 size=1", "update ns/a@1 size=1 -> ns/a@1 size=1", "update ns/a@1 size=1 -> ns/a@1 size=1",
 	})
+}
+
+// A watch from a list's revision may repeat changes from before the list
+// (the store contract allows it). A repeated key-only delete (the MongoDB
+// oplog's) of an older incarnation must not remove the newer one the list
+// showed: no phantom delete.
+func TestInformerIgnoresReplayedKeyOnlyDeleteOfAnOlderIncarnation(t *testing.T) {
+	lw := newFakeLW(t)
+	lw.setState("10", widget("a", "uid-2", 20, 2))
+	rec := &recorder{}
+	inf, w := startInformer(t, lw, fastRetry, rec)
+	rec.waitLines(t, 1)
+	keyOnly := &runtimetest.Widget{ObjectMeta: meta.ObjectMeta{Namespace: "ns", Name: "a"}}
+	w.send(t,
+		ev(store.Deleted, keyOnly, 11),                   // uid-1's delete, before the list
+		ev(store.Added, widget("a", "uid-2", 20, 2), 12), // uid-2's create, which the list showed
+		ev(store.Added, widget("z", "uid-z", 30, 1), 30), // sentinel
+	)
+	equalLines(t, "events", rec.waitLines(t, 2), []string{"add(initial) ns/a@20 size=2", "add ns/z@30 size=1"})
+	if lw.getCalls() == 0 {
+		t.Fatal("the key-only delete was dropped without asking the store")
+	}
+
+	// A real key-only delete still deletes; so does one whose check fails
+	// (the replay that follows would add the object back).
+	lw.setState("31", widget("z", "uid-z", 30, 1))
+	w.send(t, ev(store.Deleted, keyOnly, 31))
+	lw.mu.Lock()
+	lw.getErr = errs.New(errs.Unavailable, "down")
+	lw.mu.Unlock()
+	w.send(t, ev(store.Deleted, &runtimetest.Widget{ObjectMeta: meta.ObjectMeta{Namespace: "ns", Name: "z"}}, 32))
+	equalLines(t, "events", rec.waitLines(t, 4)[2:], []string{"delete ns/a@20 size=2", "delete ns/z@30 size=1"})
+	if inf.Len() != 0 {
+		t.Fatalf("cache holds %d objects", inf.Len())
+	}
 }
