@@ -103,9 +103,13 @@ type Controller struct {
 	name    string
 	do      Reconciler
 	opts    Options
-	queue   source.Queue
 	metrics *metrics.Controller
 	m       boundMetrics
+
+	// queue is made on first use (Queue, Start): a queue runs goroutines
+	// until it is shut down, which only a started controller does.
+	queueOnce sync.Once
+	queue     source.Queue
 
 	mu      sync.Mutex
 	sources []source.Source
@@ -140,11 +144,7 @@ func New(name string, r Reconciler, opts Options) (*Controller, error) {
 	}
 	opts.Logger = opts.Logger.WithValues("controller", name)
 	m := metrics.For(opts.Registry)
-	q := workqueue.NewTypedRateLimitingQueueWithConfig(opts.RateLimiter, workqueue.TypedRateLimitingQueueConfig[Request]{
-		Name:            name,
-		MetricsProvider: m.Queue,
-	})
-	c := &Controller{name: name, do: r, opts: opts, queue: q, metrics: m}
+	c := &Controller{name: name, do: r, opts: opts, metrics: m}
 	c.m = boundMetrics{
 		active:        m.ActiveWorkers.WithLabelValues(name),
 		duration:      m.ReconcileTime.WithLabelValues(name),
@@ -170,8 +170,19 @@ type boundMetrics struct {
 // Name returns the controller's name.
 func (c *Controller) Name() string { return c.name }
 
-// Queue returns the controller's work queue (for tests and custom sources).
-func (c *Controller) Queue() source.Queue { return c.queue }
+// Queue returns the controller's work queue (for tests and custom
+// sources). The queue runs goroutines until the controller stops, so a
+// controller whose Queue was asked for should be started (or the queue
+// shut down).
+func (c *Controller) Queue() source.Queue {
+	c.queueOnce.Do(func() {
+		c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(c.opts.RateLimiter, workqueue.TypedRateLimitingQueueConfig[Request]{
+			Name:            c.name,
+			MetricsProvider: c.metrics.Queue,
+		})
+	})
+	return c.queue
+}
 
 // NeedLeaderElection implements the manager's LeaderElectionRunnable.
 func (c *Controller) NeedLeaderElection() bool {
@@ -183,7 +194,7 @@ func (c *Controller) Watch(src source.Source) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.started {
-		return src.Start(c.ctx, c.queue)
+		return src.Start(c.ctx, c.Queue())
 	}
 	c.sources = append(c.sources, src)
 	return nil
@@ -202,7 +213,7 @@ func (c *Controller) Start(ctx context.Context) error {
 	c.ctx = ctx
 	srcs := c.sources
 	c.mu.Unlock()
-	defer c.queue.ShutDown()
+	defer c.Queue().ShutDown() // the workers below use c.queue, made here
 
 	for _, s := range srcs {
 		if err := s.Start(ctx, c.queue); err != nil {

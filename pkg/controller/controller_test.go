@@ -181,13 +181,11 @@ func TestNewValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Queue().ShutDown() // never started: its queue's goroutines would stay
 	if c.Name() != "x" || !c.NeedLeaderElection() {
 		t.Fatalf("name %q, leader election %v; want x, true by default", c.Name(), c.NeedLeaderElection())
 	}
 	f := false
 	c2, _ := controller.New("y", r, controller.Options{NeedLeaderElection: &f})
-	defer c2.Queue().ShutDown()
 	if c2.NeedLeaderElection() {
 		t.Fatal("NeedLeaderElection ignores the option")
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/capstanhq/capstan/internal/runtimetest"
+	"github.com/capstanhq/capstan/pkg/controller"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/manager"
 	"github.com/capstanhq/capstan/pkg/store"
@@ -446,6 +447,17 @@ func TestStartErrors(t *testing.T) {
 	}
 	defer ln.Close()
 	m = newManager(t, st, manager.Options{MetricsBindAddress: ln.Addr().String()})
+	// A controller that never starts leaves nothing running (goleak checks
+	// the package at the end).
+	c, err := controller.New("never-started", controller.Func(func(context.Context, controller.Request) (controller.Result, error) {
+		return controller.Result{}, nil
+	}), controller.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Add(c); err != nil {
+		t.Fatal(err)
+	}
 	if err := m.Start(context.Background()); !errs.IsUnavailable(err) {
 		t.Fatalf("Start on a taken address: %v, want Unavailable", err)
 	}
