@@ -109,18 +109,6 @@ func (b *Builder) Complete(r controller.Reconciler) error {
 
 // Build builds the controller, adds it to the manager and returns it.
 func (b *Builder) Build(r controller.Reconciler) (*controller.Controller, error) {
-	c, err := b.build(r)
-	if err != nil {
-		if c != nil {
-			c.Queue().ShutDown() // never to start: stop its queue's goroutines
-		}
-		return nil, err
-	}
-	return c, nil
-}
-
-// build returns the controller as soon as it exists, also with an error.
-func (b *Builder) build(r controller.Reconciler) (*controller.Controller, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
@@ -158,23 +146,23 @@ func (b *Builder) build(r controller.Reconciler) (*controller.Controller, error)
 	for _, w := range all {
 		k, err := scheme.KindOf(w.obj)
 		if err != nil {
-			return c, err
+			return nil, err
 		}
 		src, err := source.Kind(b.mgr.Cache(), k.Name, w.handler, append(append([]source.Predicate{}, b.filters...), w.preds...)...)
 		if err != nil {
-			return c, err
+			return nil, err
 		}
 		if err := c.Watch(src); err != nil {
-			return c, err
+			return nil, err
 		}
 	}
 	for _, src := range b.raw {
 		if err := c.Watch(src); err != nil {
-			return c, err
+			return nil, err
 		}
 	}
 	if err := b.mgr.Add(c); err != nil {
-		return c, err
+		return nil, err
 	}
 	return c, nil
 }
