@@ -4,7 +4,7 @@
 package metrics
 
 import (
-	"sync"
+	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/util/workqueue"
@@ -32,28 +32,50 @@ type Controller struct {
 	Queue workqueue.MetricsProvider
 }
 
-var perRegistry sync.Map // prometheus.Registerer → *Controller
-
-// For returns the metrics registered on reg, registering them on first use.
-// A nil reg gives unregistered metrics.
+// For returns the metrics registered on reg, registering them on first use:
+// controllers of one manager share its registry's metrics. A nil reg gives
+// unregistered metrics. Nothing is kept outside reg, so a registry and its
+// metrics go away together.
 func For(reg prometheus.Registerer) *Controller {
-	if reg != nil {
-		if m, ok := perRegistry.Load(reg); ok {
-			return m.(*Controller)
-		}
-	}
 	m := newController()
 	if reg == nil {
 		return m
 	}
-	actual, loaded := perRegistry.LoadOrStore(reg, m)
-	if loaded {
-		return actual.(*Controller)
-	}
-	for _, c := range m.collectors() {
-		reg.MustRegister(c)
-	}
+	q := m.Queue.(*queueMetrics)
+	registerOrReuse(reg, &m.ReconcileTotal)
+	registerOrReuse(reg, &m.ReconcileErrors)
+	registerOrReuse(reg, &m.TerminalReconcileErrors)
+	registerOrReuse(reg, &m.ReconcilePanics)
+	registerOrReuse(reg, &m.ReconcileTime)
+	registerOrReuse(reg, &m.MaxConcurrentReconciles)
+	registerOrReuse(reg, &m.ActiveWorkers)
+	registerOrReuse(reg, &q.depth)
+	registerOrReuse(reg, &q.adds)
+	registerOrReuse(reg, &q.latency)
+	registerOrReuse(reg, &q.workDuration)
+	registerOrReuse(reg, &q.unfinished)
+	registerOrReuse(reg, &q.longest)
+	registerOrReuse(reg, &q.retries)
 	return m
+}
+
+// registerOrReuse registers *c on reg, or points *c at the collector
+// already registered there under the same description. Any other
+// registration error is a programming error (a clashing metric of another
+// type), so it panics like MustRegister.
+func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c *C) {
+	err := reg.Register(*c)
+	if err == nil {
+		return
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			*c = existing
+			return
+		}
+	}
+	panic(err)
 }
 
 func newController() *Controller {
@@ -96,13 +118,6 @@ func newController() *Controller {
 			Help: "Number of currently used workers per controller"}, ctrl),
 		Queue: q,
 	}
-}
-
-func (m *Controller) collectors() []prometheus.Collector {
-	q := m.Queue.(*queueMetrics)
-	return []prometheus.Collector{m.ReconcileTotal, m.ReconcileErrors, m.TerminalReconcileErrors, m.ReconcilePanics,
-		m.ReconcileTime, m.MaxConcurrentReconciles, m.ActiveWorkers,
-		q.depth, q.adds, q.latency, q.workDuration, q.unfinished, q.longest, q.retries}
 }
 
 // queueMetrics implements workqueue.MetricsProvider; the queue's name is

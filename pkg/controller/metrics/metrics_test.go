@@ -11,15 +11,22 @@ import (
 func TestForRegistersOncePerRegistry(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	a := metrics.For(reg)
-	if b := metrics.For(reg); b != a {
+	b := metrics.For(reg) // a second controller on the same registry
+	if b.ReconcileTotal != a.ReconcileTotal || b.ActiveWorkers != a.ActiveWorkers || b.ReconcileTime != a.ReconcileTime {
 		t.Fatal("a second For on one registry returned other metrics")
 	}
 	other := prometheus.NewRegistry()
-	if metrics.For(other) == a {
+	if metrics.For(other).ReconcileTotal == a.ReconcileTotal {
 		t.Fatal("two registries share metrics")
 	}
-	if metrics.For(nil) == metrics.For(nil) {
+	if metrics.For(nil).ReconcileTotal == metrics.For(nil).ReconcileTotal {
 		t.Fatal("unregistered metrics are shared")
+	}
+	// Queue metrics of both sets land in the same series.
+	a.Queue.NewRetriesMetric("q").Inc()
+	b.Queue.NewRetriesMetric("q").Inc()
+	if got := gather(t, reg, "workqueue_retries_total"); got != 2 {
+		t.Fatalf("workqueue_retries_total = %v, want 2", got)
 	}
 
 	a.ReconcileTotal.WithLabelValues("c", "success").Inc()
@@ -46,4 +53,32 @@ func TestForRegistersOncePerRegistry(t *testing.T) {
 			t.Fatalf("%s not gathered from the registry", n)
 		}
 	}
+}
+
+func gather(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+func TestForPanicsOnAClashingMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "controller_runtime_reconcile_total", Help: "a clash"}))
+	defer func() {
+		if recover() == nil {
+			t.Fatal("For registered over a clashing metric")
+		}
+	}()
+	metrics.For(reg)
 }
