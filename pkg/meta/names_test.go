@@ -24,7 +24,7 @@ func TestNameChecksMatchApimachinery(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	alphabet := "aAz0-._/é\n "
 	var inputs []string
-	for range 20000 {
+	for range 8000 {
 		var b strings.Builder
 		n := r.IntN(12)
 		if r.IntN(10) == 0 {

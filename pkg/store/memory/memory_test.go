@@ -187,7 +187,8 @@ func TestBookmarksOfAQuietKindAdvance(t *testing.T) {
 		}
 	}
 	want := s.Revision()
-	for {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
 		ev, ok := recv(t, ch)
 		if !ok || ev.Type != store.Bookmark {
 			t.Fatalf("got %s (open %v), want only bookmarks", ev.Type, ok)
@@ -196,6 +197,7 @@ func TestBookmarksOfAQuietKindAdvance(t *testing.T) {
 			return // the quiet kind's position moved past the other kind's writes
 		}
 	}
+	t.Errorf("no bookmark at revision %s within %v", want, timeout)
 }
 
 func TestUnstructuredAccessToTypedKind(t *testing.T) {

@@ -76,7 +76,7 @@ func (s *suite) testCreateResultIsCallersCopy(t *testing.T) {
 	st := s.newStore(t)
 	w := widget("ns1", "w1")
 	mustCreate(t, st, w)
-	want := mustGetWidget(t, st, "ns1", "w1")
+	want := frozenWidget(t, st, "ns1", "w1")
 	w.Spec.Tags[0] = "changed"
 	w.Spec.Nested["k"] = "changed"
 	w.Labels["app"] = "changed"
@@ -91,7 +91,7 @@ func (s *suite) testCreateInputIsNotShared(t *testing.T) {
 	w := widget("ns1", "w1")
 	tags, nested, lbls := w.Spec.Tags, w.Spec.Nested, w.Labels
 	mustCreate(t, st, w)
-	want := mustGetWidget(t, st, "ns1", "w1")
+	want := frozenWidget(t, st, "ns1", "w1")
 	// The slices and maps the caller built before the call.
 	tags[1] = "changed"
 	nested["new"] = "x"
@@ -117,7 +117,7 @@ func (s *suite) testCreateInputIsNotShared(t *testing.T) {
 func (s *suite) testCreateAlreadyExists(t *testing.T) {
 	st := s.newStore(t)
 	mustCreate(t, st, widget("ns1", "w1"))
-	want := mustGetWidget(t, st, "ns1", "w1")
+	want := frozenWidget(t, st, "ns1", "w1")
 	dup := widget("ns1", "w1")
 	dup.Spec.Size = 2
 	err := st.Create(ctx(t), dup)
@@ -225,7 +225,7 @@ func (s *suite) testGetReturnsIsolatedCopies(t *testing.T) {
 	st := s.newStore(t)
 	mustCreate(t, st, widget("ns1", "w1"))
 	a := mustGetWidget(t, st, "ns1", "w1")
-	want := mustGetWidget(t, st, "ns1", "w1")
+	want := frozenWidget(t, st, "ns1", "w1")
 	a.Spec.Tags[0] = "changed"
 	a.Spec.Nested["k"] = "changed"
 	a.Labels["app"] = "changed"

@@ -26,6 +26,7 @@ func (s *suite) testInvalidKeys(t *testing.T) {
 	st := s.newStore(t)
 	mustCreate(t, st, widget("ns1", "w1"))
 	mustCreate(t, st, &Gizmo{ObjectMeta: meta.ObjectMeta{Name: "g1"}})
+	want := frozenWidget(t, st, "ns1", "w1")
 	widgetKeys := []struct {
 		key   meta.Key
 		field string
@@ -51,7 +52,7 @@ func (s *suite) testInvalidKeys(t *testing.T) {
 	if err := st.Get(ctx(t), meta.Key{Name: "g1"}, &Gizmo{}); err != nil {
 		t.Errorf("Gizmo after bad deletes: %v", err)
 	}
-	checkStored(t, st, mustGetWidget(t, st, "ns1", "w1"))
+	checkStored(t, st, want)
 
 	_, err = st.List(ctx(t), GizmoKind, store.ListOptions{Namespace: "ns1"})
 	wantCode(t, "List of a cluster-scoped kind in a namespace", err, errs.InvalidArgument, "namespace")
@@ -166,8 +167,9 @@ func (s *suite) testInvalidCreate(t *testing.T) {
 
 func (s *suite) testInvalidUpdate(t *testing.T) {
 	st := s.newStore(t)
-	orig := widget("ns1", "w1")
-	mustCreate(t, st, orig)
+	created := widget("ns1", "w1")
+	mustCreate(t, st, created)
+	orig := frozen(t, created)
 	for _, c := range badWidgets() {
 		w := meta.DeepCopy(orig)
 		c.change(w)
@@ -209,8 +211,9 @@ func (s *suite) testInvalidUpdate(t *testing.T) {
 
 func (s *suite) testInvalidUpdateStatus(t *testing.T) {
 	st := s.newStore(t)
-	orig := widget("ns1", "w1")
-	mustCreate(t, st, orig)
+	created := widget("ns1", "w1")
+	mustCreate(t, st, created)
+	orig := frozen(t, created)
 	w := meta.DeepCopy(orig)
 	w.Status.Blob = oversize
 	err := st.UpdateStatus(ctx(t), w)

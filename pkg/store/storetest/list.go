@@ -159,7 +159,7 @@ func (s *suite) testListLabelSelector(t *testing.T) {
 func (s *suite) testListReturnsIsolatedCopies(t *testing.T) {
 	st := s.newStore(t)
 	mustCreate(t, st, widget("ns1", "w1"))
-	want := mustGetWidget(t, st, "ns1", "w1")
+	want := frozenWidget(t, st, "ns1", "w1")
 	res := list(t, st, WidgetKind, store.ListOptions{})
 	w := res.Items[0].(*Widget)
 	w.Spec.Tags[0] = "changed"

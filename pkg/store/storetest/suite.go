@@ -182,6 +182,28 @@ func normalJSON(v any) any {
 	return out
 }
 
+// frozen returns an independent copy of w made through its JSON form, so
+// that it stays as it is whatever memory a broken store shares.
+func frozen(t *testing.T, w *Widget) *Widget {
+	t.Helper()
+	data, err := json.Marshal(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &Widget{}
+	if err := json.Unmarshal(data, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// frozenWidget is frozen(mustGetWidget(...)): the expected state in tests
+// that then try to change the store through memory it must not share.
+func frozenWidget(t *testing.T, st store.Store, ns, name string) *Widget {
+	t.Helper()
+	return frozen(t, mustGetWidget(t, st, ns, name))
+}
+
 // sameWidget reports whether two widgets have equal client-visible content
 // (metadata, spec, status), with timestamps compared as instants.
 func sameWidget(a, b *Widget) bool {

@@ -103,7 +103,7 @@ func (s *suite) testUpdateStaleVersionConflicts(t *testing.T) {
 	stale := mustGetWidget(t, st, "ns1", "w1")
 	w.Spec.Size = 2
 	mustUpdate(t, st, w)
-	want := mustGetWidget(t, st, "ns1", "w1")
+	want := frozenWidget(t, st, "ns1", "w1")
 	stale.Spec.Size = 3
 	err := st.Update(ctx(t), stale)
 	wantCode(t, "Update with a stale resourceVersion", err, errs.Conflict, "metadata.resourceVersion")
@@ -244,7 +244,7 @@ func (s *suite) testUpdateForeignUIDConflicts(t *testing.T) {
 	st := s.newStore(t)
 	w := widget("ns1", "w1")
 	mustCreate(t, st, w)
-	want := mustGetWidget(t, st, "ns1", "w1")
+	want := frozenWidget(t, st, "ns1", "w1")
 	w.UID = "00000000-0000-0000-0000-000000000000"
 	w.Spec.Size = 9
 	err := st.Update(ctx(t), w)
@@ -263,7 +263,7 @@ func (s *suite) testUpdateInputIsNotShared(t *testing.T) {
 	w.Spec.Tags = []string{"x"}
 	tags := w.Spec.Tags
 	mustUpdate(t, st, w)
-	want := mustGetWidget(t, st, "ns1", "w1")
+	want := frozenWidget(t, st, "ns1", "w1")
 	tags[0] = "changed"
 	w.Spec.Nested["k"] = "changed"
 	w.Labels["app"] = "changed"
@@ -427,7 +427,7 @@ func (s *suite) testUpdateStatusStaleVersionConflicts(t *testing.T) {
 	stale := meta.DeepCopy(w)
 	w.Spec.Size = 2
 	mustUpdate(t, st, w)
-	want := mustGetWidget(t, st, "ns1", "w1")
+	want := frozenWidget(t, st, "ns1", "w1")
 	stale.Status.Phase = "Stale"
 	err := st.UpdateStatus(ctx(t), stale)
 	wantCode(t, "UpdateStatus with a stale resourceVersion", err, errs.Conflict, "metadata.resourceVersion")

@@ -352,7 +352,7 @@ func (s *suite) testWatchReceiverOwnsObject(t *testing.T) {
 	w1 := s.watchFromList(t, st, WidgetKind, store.WatchOptions{})
 	w2 := s.watchFromList(t, st, WidgetKind, store.WatchOptions{})
 	mustCreate(t, st, widget("ns1", "w1"))
-	want := mustGetWidget(t, st, "ns1", "w1")
+	want := frozenWidget(t, st, "ns1", "w1")
 	key := meta.Key{Namespace: "ns1", Name: "w1"}
 	o1 := w1.expect(store.Added, key).Object.(*Widget)
 	o1.Spec.Tags[0] = "changed"
