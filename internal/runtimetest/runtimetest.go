@@ -29,6 +29,8 @@ const (
 	GadgetKind = "Gadget"
 	// RackKind is cluster-scoped and typed (*Rack).
 	RackKind = "Rack"
+	// DoodadKind is namespaced and known only as *meta.Unstructured.
+	DoodadKind = "Doodad"
 )
 
 // Wait is how long tests wait for a condition that should hold soon. It is
@@ -89,13 +91,23 @@ type RackSpec struct {
 	Slots int `json:"slots"`
 }
 
-// NewScheme returns a scheme with Widget, Gadget and Rack.
+// NewScheme returns a scheme with Widget, Gadget, Rack and Doodad.
 func NewScheme() *store.Scheme {
 	s := store.NewScheme()
 	store.MustRegister[Widget](s, WidgetKind)
 	store.MustRegister[Gadget](s, GadgetKind)
 	store.MustRegister[Rack](s, RackKind, store.ClusterScoped())
+	if _, err := s.RegisterUnstructured(DoodadKind); err != nil {
+		panic(err)
+	}
 	return s
+}
+
+// NewDoodad returns an unsaved Doodad with a spec.
+func NewDoodad(namespace, name string, spec map[string]any) *meta.Unstructured {
+	u := &meta.Unstructured{Kind: DoodadKind, ObjectMeta: meta.ObjectMeta{Namespace: namespace, Name: name}}
+	u.SetField("spec", spec)
+	return u
 }
 
 // NewWidget returns an unsaved Widget.

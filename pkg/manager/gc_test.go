@@ -121,6 +121,18 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 		waitGone(t, st, g1, g2, g3)
 	})
 
+	t.Run("unstructured dependent", func(t *testing.T) {
+		st := b.New(t, runtimetest.NewScheme())
+		startGC(t, st)
+		w := runtimetest.NewWidget("ns", "owner", 0)
+		mustCreate(t, st, w)
+		d := runtimetest.NewDoodad("ns", "d", map[string]any{"x": "y"})
+		d.OwnerReferences = []meta.OwnerReference{ref(w, true)}
+		mustCreate(t, st, d)
+		mustDelete(t, st, w)
+		waitGone(t, st, d)
+	})
+
 	t.Run("cascade over two levels", func(t *testing.T) {
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)

@@ -524,3 +524,38 @@ func TestCacheGetConvertsToUnstructured(t *testing.T) {
 		t.Fatalf("cache gave %+v, the store gives %+v", u, fromStore)
 	}
 }
+
+func TestCacheOfAnUnstructuredKind(t *testing.T) {
+	st := runtimetest.Memory(t, runtimetest.NewScheme())
+	mustCreate(t, st, runtimetest.NewDoodad("ns", "d1", map[string]any{"x": "1"}))
+	c := source.NewCache(st, source.CacheOptions{})
+	if _, err := c.Informer(runtimetest.DoodadKind); err != nil {
+		t.Fatal(err)
+	}
+	startCache(t, c)
+	mustCreate(t, st, runtimetest.NewDoodad("ns", "d2", map[string]any{"x": "2"}))
+	ctx := context.Background()
+	u := &meta.Unstructured{Kind: runtimetest.DoodadKind}
+	runtimetest.Eventually(t, "d2 in the cache", func() (bool, string) {
+		err := c.Get(ctx, meta.Key{Namespace: "ns", Name: "d2"}, u)
+		return err == nil, fmt.Sprint(err)
+	})
+	spec, _ := u.Field("spec")
+	if u.Kind != runtimetest.DoodadKind || fmt.Sprint(spec) != "map[x:2]" {
+		t.Fatalf("Get = %+v", u)
+	}
+	spec.(map[string]any)["x"] = "scribbled"
+	res, err := c.List(ctx, runtimetest.DoodadKind, store.ListOptions{})
+	if err != nil || len(res.Items) != 2 {
+		t.Fatalf("List = %v, %v", res, err)
+	}
+	for i, it := range res.Items {
+		d, ok := it.(*meta.Unstructured)
+		if !ok {
+			t.Fatalf("item %T, want *meta.Unstructured", it)
+		}
+		if s, _ := d.Field("spec"); fmt.Sprint(s) != fmt.Sprintf("map[x:%d]", i+1) {
+			t.Fatalf("item %d spec %v (a reader's change leaked?)", i, s)
+		}
+	}
+}
