@@ -159,13 +159,17 @@ func (m *Manager) Registry() *prometheus.Registry { return m.registry }
 func (m *Manager) Elected() <-chan struct{} { return m.electedCh }
 
 // Add adds a runnable. Runnables added after Start start at once in their
-// group.
+// group; once the manager is stopping, Add fails with
+// errs.FailedPrecondition.
 func (m *Manager) Add(r Runnable) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	name := "elected"
 	if le, ok := r.(LeaderElectionRunnable); ok && !le.NeedLeaderElection() {
 		name = "others"
+	}
+	if m.started && m.groups[name].ctx.Err() != nil {
+		return errs.New(errs.FailedPrecondition, "manager is stopping")
 	}
 	if m.started && (name == "others" || m.isElected()) {
 		m.groups[name].start(r)
@@ -339,6 +343,9 @@ func (m *Manager) isElected() bool {
 func (m *Manager) becomeLeader() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.groups["elected"].ctx.Err() != nil {
+		return // stopping (or leadership already lost): too late to lead
+	}
 	select {
 	case <-m.electedCh:
 		return

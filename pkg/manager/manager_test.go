@@ -440,6 +440,18 @@ func TestStartErrors(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+	ran := make(chan struct{}, 2)
+	for _, leader := range []bool{false, true} {
+		r := electedRunnable{&logRunnable{name: "too-late", log: &events{}, elected: ptr(leader), onStart: func() { ran <- struct{}{} }}}
+		if err := m.Add(r); !errs.IsFailedPrecondition(err) {
+			t.Fatalf("Add after stop (leader-elected %v): %v, want FailedPrecondition", leader, err)
+		}
+	}
+	select {
+	case <-ran:
+		t.Fatal("a runnable added after stop ran")
+	default:
+	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -542,5 +554,41 @@ func TestSignalHandler(t *testing.T) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "context cancelled") {
 		t.Fatalf("child: %v, output:\n%s", err, out)
+	}
+}
+
+// lateElector reports leadership only after it already lost it, as a slow
+// onStarted goroutine of a real elector can: once after is closed, and it
+// closes done when onStarted returned.
+type lateElector struct{ after, done chan struct{} }
+
+func (l lateElector) Run(ctx context.Context, onStarted func(ctx context.Context)) error {
+	go func() {
+		<-l.after
+		onStarted(context.Background())
+		close(l.done)
+	}()
+	return errors.New("lost at once")
+}
+
+func TestLeadershipReportedAfterTheLossIsIgnored(t *testing.T) {
+	log := &events{}
+	le := lateElector{after: make(chan struct{}), done: make(chan struct{})}
+	m := newManager(t, runtimetest.Memory(t, runtimetest.NewScheme()), manager.Options{LeaderElection: true, LeaderElector: le})
+	if err := m.Add(runnable("elected", log, ptr(true))); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err == nil {
+		t.Fatal("Start = nil after leadership was lost")
+	}
+	close(le.after)
+	runtimetest.Recv(t, le.done, "the late onStarted to return")
+	select {
+	case <-m.Elected():
+		t.Fatal("Elected closed after the manager stopped")
+	default:
+	}
+	if got := log.get(); len(got) != 0 {
+		t.Fatalf("elected runnables ran after the manager stopped: %q", got)
 	}
 }
