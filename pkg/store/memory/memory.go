@@ -332,18 +332,13 @@ func (s *Store) Delete(ctx context.Context, obj meta.Object, opts ...store.Delet
 }
 
 // fillWritten is fill for Create and Update, which store the caller's
-// object except for the fields the store owns and the status: it sets
-// just those, sparing a copy of everything else.
+// spec and other fields as they are: it copies just the metadata (where
+// the store owns some fields) and the status, sparing a copy of the rest.
 func fillWritten(k *store.Kind, dst, stored meta.Object) error {
 	if needsConversion(k, dst) {
 		return fill(k, dst, stored)
 	}
-	dm, sm := dst.GetObjectMeta(), stored.GetObjectMeta()
-	dm.UID = sm.UID
-	dm.ResourceVersion = sm.ResourceVersion
-	dm.Generation = sm.Generation
-	dm.CreationTimestamp = sm.CreationTimestamp
-	dm.DeletionTimestamp = meta.DeepCopyValue(sm.DeletionTimestamp)
+	*dst.GetObjectMeta() = meta.DeepCopyValue(*stored.GetObjectMeta())
 	k.CopyStatus(dst, stored)
 	return nil
 }

@@ -42,6 +42,7 @@ func (s *suite) testCreateFillsStoreOwnedFields(t *testing.T) {
 	w.Generation = 7
 	w.CreationTimestamp = past
 	w.DeletionTimestamp = &past
+	w.Fences = map[string]int64{"Lock/ns1/l": 3}
 	before := time.Now().Add(-time.Second)
 	mustCreate(t, st, w)
 	after := time.Now().Add(time.Second)
@@ -62,6 +63,9 @@ func (s *suite) testCreateFillsStoreOwnedFields(t *testing.T) {
 	}
 	if w.DeletionTimestamp != nil {
 		t.Errorf("deletionTimestamp = %v, want nil", w.DeletionTimestamp)
+	}
+	if len(w.Fences) != 0 {
+		t.Errorf("fences = %v, want none (store-owned)", w.Fences)
 	}
 	got := mustGetWidget(t, st, "ns1", "w1")
 	if !sameWidget(got, w) {

@@ -232,11 +232,18 @@ func (s *suite) testUpdateKeepsStoreOwnedFields(t *testing.T) {
 	orig := mustGetWidget(t, st, "ns1", "w1")
 	w.CreationTimestamp = orig.CreationTimestamp.AddDate(-1, 0, 0)
 	w.Generation = 50
+	now := meta.Now()
+	w.DeletionTimestamp = &now
+	w.Fences = map[string]int64{"Lock/ns1/l": 7}
 	mustUpdate(t, st, w)
 	got := mustGetWidget(t, st, "ns1", "w1")
-	if got.UID != orig.UID || !got.CreationTimestamp.Equal(orig.CreationTimestamp) || got.Generation != 1 || got.DeletionTimestamp != nil {
-		t.Errorf("Update changed store-owned fields: got %+v, want uid %s created %v generation 1",
+	if got.UID != orig.UID || !got.CreationTimestamp.Equal(orig.CreationTimestamp) || got.Generation != 1 ||
+		got.DeletionTimestamp != nil || len(got.Fences) != 0 {
+		t.Errorf("Update changed store-owned fields: got %+v, want uid %s created %v generation 1, no deletionTimestamp or fences",
 			got.ObjectMeta, orig.UID, orig.CreationTimestamp)
+	}
+	if !sameJSON(w.ObjectMeta, got.ObjectMeta) {
+		t.Errorf("Update returned metadata %+v, the store holds %+v", w.ObjectMeta, got.ObjectMeta)
 	}
 }
 
