@@ -41,14 +41,31 @@ func DeepCopyValue[T any](v T) T {
 	case map[string]string:
 		return any(maps.Clone(x)).(T)
 	}
-	rv := reflect.ValueOf(&v).Elem()
-	c := copierFor(rv.Type())
+	t := reflect.TypeFor[T]()
+	c := copierFor(t)
 	if c == nil {
 		return v
 	}
-	var out T
-	c.fn(reflect.ValueOf(&out).Elem(), rv)
-	return out
+	src := reflect.ValueOf(any(v)) // no allocation for maps and pointers
+	if !src.IsValid() {
+		return v // a nil interface
+	}
+	if t.Kind() == reflect.Interface {
+		// src holds the dynamic value; copy that.
+		if src.Kind() == reflect.Pointer && src.IsNil() {
+			return v
+		}
+		return copyValue(src).Interface().(T)
+	}
+	switch src.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice:
+		if src.IsNil() {
+			return v
+		}
+	}
+	n := reflect.New(t).Elem()
+	c.fn(n, src)
+	return n.Interface().(T)
 }
 
 // CopyInto deep-copies src into dst, which must be of the same type; it is

@@ -299,3 +299,27 @@ func TestCopyValueInto(t *testing.T) {
 		t.Errorf("plain value: %d", n)
 	}
 }
+
+func TestDeepCopyValueOfNilsAllocatesNothing(t *testing.T) {
+	var m map[string]int64
+	var p *time.Time
+	var i any
+	allocs := testing.AllocsPerRun(100, func() {
+		if DeepCopyValue(m) != nil || DeepCopyValue(p) != nil || DeepCopyValue(i) != nil {
+			t.Fatal("nil did not stay nil")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("copying nils allocated %v times", allocs)
+	}
+	var typedNil *dcLeaf
+	var boxed any = typedNil
+	if got := DeepCopyValue(boxed); got.(*dcLeaf) != nil {
+		t.Errorf("typed nil in an interface became %v", got)
+	}
+	var boxedLeaf any = &dcLeaf{1, "a"}
+	cp := DeepCopyValue(boxedLeaf).(*dcLeaf)
+	if cp == boxedLeaf.(*dcLeaf) || *cp != *boxedLeaf.(*dcLeaf) {
+		t.Error("pointer in an interface was not copied")
+	}
+}
