@@ -58,14 +58,21 @@ func DeepCopyValue[T any](v T) T {
 		return copyValue(src).Interface().(T)
 	}
 	switch src.Kind() {
-	case reflect.Pointer, reflect.Map, reflect.Slice:
+	case reflect.Pointer, reflect.Map:
+		if src.IsNil() {
+			return v
+		}
+		n := reflect.New(t).Elem()
+		c.fn(n, src)
+		return n.Interface().(T) // pointer-shaped: no allocation
+	case reflect.Slice:
 		if src.IsNil() {
 			return v
 		}
 	}
-	n := reflect.New(t).Elem()
-	c.fn(n, src)
-	return n.Interface().(T)
+	var out T
+	c.fn(reflect.ValueOf(&out).Elem(), src)
+	return out
 }
 
 // CopyInto deep-copies src into dst, which must be of the same type; it is

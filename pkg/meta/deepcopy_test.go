@@ -323,3 +323,11 @@ func TestDeepCopyValueOfNilsAllocatesNothing(t *testing.T) {
 		t.Error("pointer in an interface was not copied")
 	}
 }
+
+func BenchmarkDeepCopyValueStruct(b *testing.B) {
+	m := ObjectMeta{Name: "a", Labels: map[string]string{"a": "b"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = DeepCopyValue(m)
+	}
+}

@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -338,7 +339,7 @@ func fillWritten(k *store.Kind, dst, stored meta.Object) error {
 	if needsConversion(k, dst) {
 		return fill(k, dst, stored)
 	}
-	*dst.GetObjectMeta() = meta.DeepCopyValue(*stored.GetObjectMeta())
+	meta.CopyValueInto(reflect.ValueOf(dst.GetObjectMeta()).Elem(), reflect.ValueOf(stored.GetObjectMeta()).Elem())
 	k.CopyStatus(dst, stored)
 	return nil
 }
