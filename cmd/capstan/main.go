@@ -29,7 +29,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newLoadTestCmd())
+	root.AddCommand(newRunCmd(), newApplyCmd(), newGetCmd(), newDeleteCmd(), newWatchCmd(), newLoadTestCmd())
 	return root
 }
 
