@@ -70,8 +70,22 @@ type Options struct {
 	// LeaderElection runs leader-elected runnables only while
 	// LeaderElector says this process leads.
 	LeaderElection bool
-	// LeaderElector campaigns when LeaderElection is set; required then.
+	// LeaderElector campaigns when LeaderElection is set. If nil, the
+	// manager builds a coordination.Elector on the store's Lease named
+	// LeaderElectionID (registering the coordination kinds in the store's
+	// scheme if they are missing).
 	LeaderElector LeaderElector
+	// LeaderElectionID names the Lease; required when the manager builds
+	// the elector.
+	LeaderElectionID string
+	// LeaderElectionNamespace holds the Lease; default "default".
+	LeaderElectionNamespace string
+	// LeaseDuration, RenewDeadline and RetryPeriod tune the elector the
+	// manager builds; zero values mean 15s, 10s and 2s.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// LeaderElectionReleaseOnCancel gives the lease up on a clean stop, so
+	// that a successor need not wait for it to expire.
+	LeaderElectionReleaseOnCancel bool
 	// Registry is the manager's metrics registry; default a new one with
 	// Go and process collectors.
 	Registry *prometheus.Registry
@@ -104,9 +118,6 @@ func New(opts Options) (*Manager, error) {
 	if opts.Store == nil {
 		return nil, errs.Invalid("store", "a store is required")
 	}
-	if opts.LeaderElection && opts.LeaderElector == nil {
-		return nil, errs.Invalid("leaderElector", "LeaderElection needs a LeaderElector (see pkg/coordination)")
-	}
 	if opts.GracefulShutdownTimeout == 0 {
 		opts.GracefulShutdownTimeout = 30 * time.Second
 	}
@@ -116,6 +127,13 @@ func New(opts Options) (*Manager, error) {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if opts.LeaderElection && opts.LeaderElector == nil {
+		le, err := defaultElector(opts)
+		if err != nil {
+			return nil, err
+		}
+		opts.LeaderElector = le
 	}
 	co := opts.Cache
 	if co.Namespace == "" {
