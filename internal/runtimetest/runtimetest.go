@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"go.uber.org/goleak"
 
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
@@ -283,4 +284,18 @@ func Start(t testing.TB, s Starter) func() error {
 		stopped = true
 		return stop()
 	}
+}
+
+// CheckLeaks fails the test if goroutines that started after this call
+// still run once the cleanups registered after it are done (cleanups run
+// last-in first-out, so call it before starting anything). It is for
+// packages whose TestMain cannot use goleak.VerifyTestMain.
+func CheckLeaks(t testing.TB) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		if err := goleak.Find(ignore); err != nil {
+			t.Errorf("goroutines leaked: %v", err)
+		}
+	})
 }

@@ -107,6 +107,7 @@ func TestGarbageCollector(t *testing.T) {
 
 func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	t.Run("owner deleted", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "owner", 0)
@@ -122,6 +123,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("unstructured dependent", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "owner", 0)
@@ -134,6 +136,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("cascade over two levels", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "root", 0)
@@ -151,6 +154,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("kept while an owner exists", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w1, w2 := runtimetest.NewWidget("ns", "w1", 0), runtimetest.NewWidget("ns", "w2", 0)
@@ -173,6 +177,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("owner that never existed", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "real", 0)
@@ -187,6 +192,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("owner re-created with a new uid", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "phoenix", 0)
@@ -205,6 +211,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("cluster-scoped owner", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		r := &runtimetest.Rack{ObjectMeta: meta.ObjectMeta{Name: "rack"}}
@@ -218,6 +225,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("dependent already being deleted", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "owner", 0)
@@ -244,8 +252,10 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 // again under the same name: after the relist its old dependents are
 // collected, the new owner's kept.
 func TestGarbageCollectorAfterAnOutage(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	for _, expired := range []bool{false, true} {
 		t.Run(fmt.Sprintf("expired=%v", expired), func(t *testing.T) {
+			runtimetest.CheckLeaks(t)
 			inner := runtimetest.Memory(t, runtimetest.NewScheme())
 			flaky := runtimetest.NewFlaky(inner)
 			startGC(t, flaky)
@@ -273,6 +283,7 @@ func TestGarbageCollectorAfterAnOutage(t *testing.T) {
 // K8s semantics: a cluster-scoped object cannot have a namespaced owner;
 // such a reference cannot be resolved, so the object is kept, quietly.
 func TestGarbageCollectorUnresolvableOwner(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	m := startGC(t, st)
 	w := runtimetest.NewWidget("ns", "w", 0)

@@ -206,6 +206,7 @@ func TestRuntime(t *testing.T) { testRuntime(t, runtimetest.MemoryBackend) }
 // testRuntime runs the runtime's end-to-end behaviour over one backend.
 func testRuntime(t *testing.T, b runtimetest.Backend) {
 	t.Run("initial sync then reconcile", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		h := newHarness(t, st, st, manager.Options{})
 		pre := names("pre-", 30)
@@ -245,6 +246,7 @@ func testRuntime(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("update storm collapses", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		h := newHarness(t, st, st, manager.Options{})
 		gate := h.rec.gate("storm")
@@ -275,6 +277,7 @@ func testRuntime(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("errors, backoff, terminal errors and panics", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		h := newHarness(t, st, st, manager.Options{})
 		h.start(t)
@@ -309,6 +312,7 @@ func testRuntime(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("graceful shutdown waits for in-flight reconciles", func(t *testing.T) {
+		runtimetest.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		h := newHarness(t, st, st, manager.Options{GracefulShutdownTimeout: runtimetest.Wait})
 		gate := h.rec.gate("slow")
@@ -340,8 +344,10 @@ func testRuntime(t *testing.T, b runtimetest.Backend) {
 // memory store, changes objects behind its back, and restores it: every
 // change is reconciled afterwards, whether the watches resume or relist.
 func TestRuntimeSurvivesAStoreOutage(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	for _, expired := range []bool{false, true} {
 		t.Run(fmt.Sprintf("expired=%v", expired), func(t *testing.T) {
+			runtimetest.CheckLeaks(t)
 			inner := runtimetest.Memory(t, runtimetest.NewScheme())
 			flaky := runtimetest.NewFlaky(inner)
 			h := newHarness(t, flaky, inner, manager.Options{Cache: fastCache})

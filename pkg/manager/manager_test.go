@@ -154,6 +154,7 @@ func TestNewValidates(t *testing.T) {
 // (and their sync), then other runnables, then leader-elected ones; and
 // the reverse on stop, each group waiting for the one before.
 func TestStartAndStopOrder(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	log := &events{}
 	gs := &gatedStore{Store: runtimetest.Memory(t, runtimetest.NewScheme()), open: make(chan struct{}), log: log}
 	m := newManager(t, gs, manager.Options{HealthProbeBindAddress: "127.0.0.1:0"})
@@ -256,6 +257,7 @@ func (f *fakeElector) Run(ctx context.Context, onStarted func(ctx context.Contex
 }
 
 func TestLeaderElection(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	log := &events{}
 	le := newFakeElector()
 	m := newManager(t, runtimetest.Memory(t, runtimetest.NewScheme()), manager.Options{
@@ -309,6 +311,7 @@ func TestLeaderElection(t *testing.T) {
 }
 
 func TestLeaderElectionCleanStop(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	le := newFakeElector()
 	m := newManager(t, runtimetest.Memory(t, runtimetest.NewScheme()), manager.Options{LeaderElection: true, LeaderElector: le})
 	stop := runtimetest.Start(t, m)
@@ -330,6 +333,7 @@ func (s stubborn) Start(ctx context.Context) error {
 }
 
 func TestGracefulShutdownTimeout(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	s := stubborn{release: make(chan struct{})}
 	defer close(s.release)
@@ -345,6 +349,7 @@ func TestGracefulShutdownTimeout(t *testing.T) {
 }
 
 func TestGracefulShutdownWithoutTimeoutWaits(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	s := stubborn{release: make(chan struct{})}
 	m := newManager(t, st, manager.Options{GracefulShutdownTimeout: -1})
@@ -368,6 +373,7 @@ func TestGracefulShutdownWithoutTimeoutWaits(t *testing.T) {
 }
 
 func TestRunnableErrorStopsTheManager(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	log := &events{}
 	m := newManager(t, runtimetest.Memory(t, runtimetest.NewScheme()), manager.Options{})
 	boom := errs.New(errs.Internal, "boom")
@@ -405,6 +411,7 @@ func (f failingLists) List(ctx context.Context, kind string, opts store.ListOpti
 }
 
 func TestCacheFailureDuringSyncStopsTheManager(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := failingLists{Store: runtimetest.Memory(t, runtimetest.NewScheme()), kind: runtimetest.GadgetKind}
 	m := newManager(t, st, manager.Options{})
 	if _, err := m.Cache().Informer(runtimetest.GadgetKind); err != nil {
@@ -418,6 +425,7 @@ func TestCacheFailureDuringSyncStopsTheManager(t *testing.T) {
 }
 
 func TestStopDuringCacheSyncIsClean(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	gs := &gatedStore{Store: runtimetest.Memory(t, runtimetest.NewScheme()), open: make(chan struct{}), log: &events{}}
 	m := newManager(t, gs, manager.Options{})
 	if _, err := m.Cache().Informer(runtimetest.WidgetKind); err != nil {
@@ -430,6 +438,7 @@ func TestStopDuringCacheSyncIsClean(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	m := newManager(t, st, manager.Options{})
 	stop := runtimetest.Start(t, m)
@@ -476,6 +485,7 @@ func TestStartErrors(t *testing.T) {
 }
 
 func TestProbes(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	gs := &gatedStore{Store: runtimetest.Memory(t, runtimetest.NewScheme()), open: make(chan struct{}), log: &events{}}
 	m := newManager(t, gs, manager.Options{HealthProbeBindAddress: "127.0.0.1:0", PprofBindAddress: "127.0.0.1:0"})
 	if _, err := m.Cache().Informer(runtimetest.WidgetKind); err != nil {
@@ -572,6 +582,7 @@ func (l lateElector) Run(ctx context.Context, onStarted func(ctx context.Context
 }
 
 func TestLeadershipReportedAfterTheLossIsIgnored(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	log := &events{}
 	le := lateElector{after: make(chan struct{}), done: make(chan struct{})}
 	m := newManager(t, runtimetest.Memory(t, runtimetest.NewScheme()), manager.Options{LeaderElection: true, LeaderElector: le})
