@@ -142,6 +142,18 @@ type Backend struct {
 	Name string
 	// New returns an empty store over scheme, closed when the test ends.
 	New func(t testing.TB, scheme *store.Scheme) store.Store
+	// Warm, if set, starts what the backend shares between tests (a test
+	// server and its client), so that CheckLeaks does not count it.
+	Warm func(t testing.TB)
+}
+
+// CheckLeaks is CheckLeaks after warming the backend up.
+func (b Backend) CheckLeaks(t testing.TB) {
+	t.Helper()
+	if b.Warm != nil {
+		b.Warm(t)
+	}
+	CheckLeaks(t)
 }
 
 // MemoryBackend is the memory store as a Backend.

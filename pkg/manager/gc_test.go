@@ -107,7 +107,7 @@ func TestGarbageCollector(t *testing.T) {
 
 func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	t.Run("owner deleted", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "owner", 0)
@@ -123,7 +123,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("unstructured dependent", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "owner", 0)
@@ -136,7 +136,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("cascade over two levels", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "root", 0)
@@ -154,7 +154,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("kept while an owner exists", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w1, w2 := runtimetest.NewWidget("ns", "w1", 0), runtimetest.NewWidget("ns", "w2", 0)
@@ -177,7 +177,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("owner that never existed", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "real", 0)
@@ -192,7 +192,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("owner re-created with a new uid", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "phoenix", 0)
@@ -211,7 +211,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("cluster-scoped owner", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		r := &runtimetest.Rack{ObjectMeta: meta.ObjectMeta{Name: "rack"}}
@@ -225,7 +225,7 @@ func testGarbageCollector(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("dependent already being deleted", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		startGC(t, st)
 		w := runtimetest.NewWidget("ns", "owner", 0)

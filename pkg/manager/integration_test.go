@@ -206,7 +206,7 @@ func TestRuntime(t *testing.T) { testRuntime(t, runtimetest.MemoryBackend) }
 // testRuntime runs the runtime's end-to-end behaviour over one backend.
 func testRuntime(t *testing.T, b runtimetest.Backend) {
 	t.Run("initial sync then reconcile", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		h := newHarness(t, st, st, manager.Options{})
 		pre := names("pre-", 30)
@@ -246,7 +246,7 @@ func testRuntime(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("update storm collapses", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		h := newHarness(t, st, st, manager.Options{})
 		gate := h.rec.gate("storm")
@@ -277,7 +277,7 @@ func testRuntime(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("errors, backoff, terminal errors and panics", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		h := newHarness(t, st, st, manager.Options{})
 		h.start(t)
@@ -312,7 +312,7 @@ func testRuntime(t *testing.T, b runtimetest.Backend) {
 	})
 
 	t.Run("graceful shutdown waits for in-flight reconciles", func(t *testing.T) {
-		runtimetest.CheckLeaks(t)
+		b.CheckLeaks(t)
 		st := b.New(t, runtimetest.NewScheme())
 		h := newHarness(t, st, st, manager.Options{GracefulShutdownTimeout: runtimetest.Wait})
 		gate := h.rec.gate("slow")
