@@ -352,15 +352,16 @@ func TestRuntimeSurvivesAStoreOutage(t *testing.T) {
 			flaky := runtimetest.NewFlaky(inner)
 			h := newHarness(t, flaky, inner, manager.Options{Cache: fastCache})
 			h.start(t)
-			outage(t, h, func() { flaky.Cut(expired) }, flaky.Restore)
+			outage(t, h, func() { flaky.Cut(expired) }, flaky.Restore, true)
 		})
 	}
 }
 
 // outage runs the outage scenario: down takes the store away from the
-// manager, up brings it back; the test writes to h.st in between when it
-// can (writable reports whether h.st works while down).
-func outage(t *testing.T, h *harness, down, up func()) {
+// manager, up brings it back. The test changes objects through h.st while
+// the store is down when it can (whileDown), else right after up, before
+// the manager has caught up; writes are retried until the store answers.
+func outage(t *testing.T, h *harness, down, up func(), whileDown bool) {
 	t.Helper()
 	before := names("before-", 10)
 	for i, n := range before {
@@ -368,17 +369,34 @@ func outage(t *testing.T, h *harness, down, up func()) {
 	}
 	h.waitObserved(t, before...)
 	down()
+	if !whileDown {
+		up()
+	}
 	for i, n := range before[:5] {
-		h.resize(t, n, 100+i)
+		retry(t, "resize "+n, func() error { return h.tryResize(n, 100+i) })
 	}
 	for _, n := range before[5:7] {
-		mustDelete(t, h.st, runtimetest.NewWidget("ns", n, 0))
+		retry(t, "delete "+n, func() error {
+			err := h.st.Delete(context.Background(), runtimetest.NewWidget("ns", n, 0))
+			if errs.IsNotFound(err) {
+				return nil // an earlier try got through
+			}
+			return err
+		})
 	}
 	during := names("during-", 5)
 	for i, n := range during {
-		h.create(t, n, i+1)
+		retry(t, "create "+n, func() error {
+			err := h.st.Create(context.Background(), runtimetest.NewWidget("ns", n, i+1))
+			if errs.IsAlreadyExists(err) {
+				return nil
+			}
+			return err
+		})
 	}
-	up()
+	if whileDown {
+		up()
+	}
 	all := append(append(append([]string{}, before[:5]...), before[7:]...), during...)
 	h.waitObserved(t, all...)
 	for _, n := range before[5:7] {
@@ -388,6 +406,24 @@ func outage(t *testing.T, h *harness, down, up func()) {
 		})
 	}
 	// The runtime keeps working after the outage.
-	h.create(t, "after", 9)
+	retry(t, "create after", func() error { return h.st.Create(context.Background(), runtimetest.NewWidget("ns", "after", 9)) })
 	h.waitObserved(t, "after")
+}
+
+func (h *harness) tryResize(name string, size int) error {
+	var w runtimetest.Widget
+	if err := h.st.Get(context.Background(), meta.Key{Namespace: "ns", Name: name}, &w); err != nil {
+		return err
+	}
+	w.Spec.Size = size
+	return h.st.Update(context.Background(), &w)
+}
+
+// retry runs fn until it succeeds, within runtimetest.Wait.
+func retry(t *testing.T, what string, fn func() error) {
+	t.Helper()
+	runtimetest.Eventually(t, what, func() (bool, string) {
+		err := fn()
+		return err == nil, fmt.Sprint(err)
+	})
 }
