@@ -106,6 +106,14 @@ type pool struct {
 	inflight  atomic.Int64
 	instances atomic.Int64
 	ended     atomic.Bool
+	end       context.CancelFunc
+}
+
+// finish marks the pool ended and wakes its waiting instances, whose
+// tokens can no longer be served (the ammo is used up).
+func (p *pool) finish() {
+	p.ended.Store(true)
+	p.end()
 }
 
 // New validates spec, opens the pools' ammo and builds their guns (which
@@ -326,7 +334,10 @@ func (e *Engine) elapsed() int64 { return int64(time.Since(e.start)) }
 // runPool starts instances on the pool's start-up schedule and waits for
 // them.
 func (e *Engine) runPool(issue, shoot context.Context, p *pool, agg *aggregate.Aggregator) {
-	defer p.ended.Store(true)
+	// The pool's own context ends when its schedule or ammo does, waking
+	// instances that hold later tokens and the start-up loop.
+	issue, p.end = context.WithCancel(issue)
+	defer p.finish()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	w := newTimerWaiter()
@@ -377,6 +388,8 @@ func (e *Engine) instance(issue, shoot context.Context, p *pool, g gun.Gun, agg 
 	for !p.ended.Load() {
 		at, ok := p.tokens.Next(time.Duration(e.elapsed()))
 		if !ok {
+			// The schedule is over, but other instances may hold its last
+			// tokens: they fire them; only the start-up loop stops.
 			p.ended.Store(true)
 			return
 		}
@@ -402,7 +415,7 @@ func (e *Engine) instance(issue, shoot context.Context, p *pool, g gun.Gun, agg 
 			if !errors.Is(err, ammo.ErrEnd) && shoot.Err() == nil {
 				agg.Report(aggregate.Sample{Tag: p.spec.ID, Intended: intended, Sent: sent, Done: e.elapsed(), Class: aggregate.Other})
 			}
-			p.ended.Store(true)
+			p.finish()
 			return
 		}
 		shot.Reset()

@@ -209,6 +209,25 @@ func TestEndsWhenAmmoOrScheduleEnds(t *testing.T) {
 	}
 }
 
+// TestAmmoEndWakesWaitingInstances: when the ammo runs out, instances
+// holding tokens far in the future stop at once instead of sleeping until
+// their tokens are due.
+func TestAmmoEndWakesWaitingInstances(t *testing.T) {
+	srv := newServer(t)
+	pool := httpPool(srv.URL, []config.ScheduleSpec{{Type: "const", Ops: 1, Duration: d(time.Hour)}}, 10)
+	pool.Ammo.Limit = 2
+	start := time.Now()
+	res := run(t, &config.Spec{Pools: []config.Pool{pool}}, Options{})
+	// Shots at 0s and 1s; the third instance takes the token at 2s and
+	// finds no ammo. The others hold tokens up to 9s.
+	if res.Total.Count != 2 || res.Stop != StopDone {
+		t.Fatalf("count %d stop %s", res.Total.Count, res.Stop)
+	}
+	if el := time.Since(start); el > 6*time.Second {
+		t.Fatalf("run took %s: instances slept until their tokens", el)
+	}
+}
+
 func TestCancelStopsInFlight(t *testing.T) {
 	srv := newServer(t)
 	srv.delay.Store(int64(time.Hour))
