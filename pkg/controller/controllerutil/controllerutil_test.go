@@ -216,11 +216,10 @@ func TestCreateOrUpdate(t *testing.T) {
 // Writers racing on one object that does not exist yet all succeed, and
 // no increment is lost.
 func TestCreateOrUpdateConvergesUnderConflicts(t *testing.T) {
-	testConverges(t, runtimetest.Memory(t, runtimetest.NewScheme()))
+	testConverges(t, runtimetest.Memory(t, runtimetest.NewScheme()), 8, 10)
 }
 
-func testConverges(t *testing.T, st store.Store) {
-	const writers, each = 8, 10
+func testConverges(t *testing.T, st store.Store, writers, each int) {
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	errc := make(chan error, writers*each)
