@@ -5,6 +5,7 @@ package controllerutil
 
 import (
 	"context"
+	"math/rand/v2"
 	"reflect"
 	"time"
 
@@ -150,7 +151,9 @@ func mutateKeep(mutate func() error, key meta.Key, obj meta.Object) error {
 }
 
 // retryOnConflict runs fn until it returns anything but a Conflict, at most
-// conflictRetries times, with a short growing pause between tries.
+// conflictRetries times, with a short growing pause between tries. The
+// pause is jittered: writers that lost to each other with the same pause
+// would meet again at the next try, and the same ones keep losing.
 func retryOnConflict(ctx context.Context, fn func() error) error {
 	delay := 5 * time.Millisecond
 	for i := 0; ; i++ {
@@ -158,7 +161,7 @@ func retryOnConflict(ctx context.Context, fn func() error) error {
 		if !errs.IsConflict(err) || i == conflictRetries-1 {
 			return err
 		}
-		t := time.NewTimer(delay)
+		t := time.NewTimer(delay/2 + rand.N(delay))
 		select {
 		case <-ctx.Done():
 			t.Stop()
