@@ -69,6 +69,34 @@ func TestCountsAndLatencies(t *testing.T) {
 	}
 }
 
+func TestProgressRPS(t *testing.T) {
+	var now atomic.Int64
+	a := New(Options{Clock: func() time.Duration { return time.Duration(now.Load()) }})
+	go a.Run(context.Background())
+	defer a.Close()
+	for i := int64(0); i < 30; i++ {
+		a.Report(Sample{Done: 1*int64(time.Second) + i*ms}) // 30 done in second 1
+	}
+	for i := int64(0); i < 10; i++ {
+		a.Report(Sample{Done: 2*int64(time.Second) + i*ms}) // 10 in second 2
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Progress().Count != 40 {
+		if time.Now().After(deadline) {
+			t.Fatal("samples not taken")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	now.Store(int64(2500 * time.Millisecond))
+	if p := a.Progress(); p.RPS != 30 {
+		t.Fatalf("at 2.5s: rps %g, want 30 (second 1)", p.RPS)
+	}
+	now.Store(int64(3100 * time.Millisecond))
+	if p := a.Progress(); p.RPS != 10 {
+		t.Fatalf("at 3.1s: rps %g, want 10 (second 2)", p.RPS)
+	}
+}
+
 func TestReportNeverBlocks(t *testing.T) {
 	a := New(Options{Buffer: 4})
 	done := make(chan struct{})

@@ -246,7 +246,7 @@ type Progress struct {
 	Elapsed time.Duration
 	// Count, Errors, Dropped and Discarded are totals so far.
 	Count, Errors, Dropped, Discarded int64
-	// RPS is the completion rate of the last full second.
+	// RPS is the number of shots completed in the last full second.
 	RPS float64
 	// P50 and P99 are the corrected latency quantiles so far.
 	P50, P99 time.Duration
@@ -276,7 +276,6 @@ type Aggregator struct {
 	open     map[int64]*liveSecond // seconds not yet closed, by index
 	next     int64                 // the first second not yet closed
 	spare    []*Histogram
-	lastRPS  float64
 	stopped  bool
 	sinkErr  error
 	sinks    []Sink
@@ -466,7 +465,6 @@ func (a *Aggregator) closeBefore(sec int64) {
 		if !ok {
 			cs = &liveSecond{}
 		}
-		a.lastRPS = float64(cs.count)
 		a.evaluate(a.next, cs)
 		closed := &Second{At: a.next, Count: cs.count, Errors: cs.errors}
 		if ok {
@@ -530,9 +528,18 @@ func (a *Aggregator) Progress() Progress {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	t := a.res.Total
+	elapsed := a.opts.Clock()
 	p := Progress{
-		Elapsed: a.opts.Clock(), Count: t.Count, Errors: t.Errors,
-		Dropped: a.dropped.Load(), Discarded: a.discarded.Load(), RPS: a.lastRPS,
+		Elapsed: elapsed, Count: t.Count, Errors: t.Errors,
+		Dropped: a.dropped.Load(), Discarded: a.discarded.Load(),
+	}
+	// The rate of the last full second: still open (seconds stay open a
+	// while for late samples) or already in the timeline.
+	last := int64(elapsed/time.Second) - 1
+	if cs, ok := a.open[last]; ok {
+		p.RPS = float64(cs.count)
+	} else if n := len(a.res.Timeline); n > 0 && a.res.Timeline[n-1].At == last {
+		p.RPS = float64(a.res.Timeline[n-1].Count)
 	}
 	if t.Count > 0 {
 		p.P50, p.P99 = t.Latency.Quantile(50), t.Latency.Quantile(99)
