@@ -18,6 +18,13 @@
 // cursor on it serves as a change feed; it also trims capped collections
 // periodically, which FerretDB's embedded mode does not do by itself.
 //
+// FerretDB serves an awaitData getMore by re-reading the whole collection
+// every 10 ms, and a maxTimeMS that ends during such a read moves the
+// cursor back. The front therefore serves those waits itself: the backend
+// cursor is a plain tailable one, and a getMore reaches the backend, for one
+// read, only when a write has completed since the backend last looked or
+// the cursor still holds results (see tail.go). Idle tailers cost nothing.
+//
 // A Server is started with Start, stopped with Stop, and restarts on the
 // same data directory and port. Drivers connect to URI.
 package embedded

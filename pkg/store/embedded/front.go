@@ -37,6 +37,8 @@ type front struct {
 	// write starts waiting for the write lock.
 	onLockWait func(request)
 
+	tails *tails // awaitData cursors; see tail.go
+
 	mu     sync.Mutex
 	pairs  map[*pair]struct{}
 	closed bool
@@ -53,6 +55,7 @@ func newFront(ln net.Listener, dial func(context.Context) (net.Conn, error), wri
 		timeout:   timeout,
 		log:       log,
 		pairs:     make(map[*pair]struct{}),
+		tails:     newTails(),
 	}
 }
 
@@ -167,6 +170,7 @@ func (p *pair) closed() bool {
 func (p *pair) serve() {
 	defer func() {
 		p.close()
+		p.f.tails.orphan(p)
 		p.f.mu.Lock()
 		delete(p.f.pairs, p)
 		p.f.mu.Unlock()
@@ -297,8 +301,9 @@ func (p *pair) dispatch(backend net.Conn, requests <-chan []byte, clientGone <-c
 			}
 			out, err = p.roundTrip(backend, msg, req, responses, nil, p.f.timeout)
 			<-p.f.writeLock
+			p.f.tails.writeDone()
 		} else {
-			out, err = p.roundTrip(backend, msg, req, responses, clientGone, 0)
+			out, err = p.read(backend, msg, req, responses, clientGone)
 		}
 		if err != nil {
 			switch {
@@ -316,6 +321,26 @@ func (p *pair) dispatch(backend net.Conn, requests <-chan []byte, clientGone <-c
 			}
 		}
 	}
+}
+
+// read relays a read; the waits of awaitData cursors are served by the
+// front (see tail.go).
+func (p *pair) read(backend net.Conn, msg []byte, req request, responses <-chan []byte, clientGone <-chan struct{}) ([][]byte, error) {
+	if req.body != nil {
+		switch req.command {
+		case "find":
+			if isTailableAwait(req.body) {
+				return p.tailFind(backend, msg, req, responses, clientGone)
+			}
+		case "getMore":
+			if id, ok := intField(req.body, "getMore"); ok && p.f.tails.tracked(id) {
+				return p.tailGetMore(backend, msg, req, id, responses, clientGone)
+			}
+		case "killCursors":
+			p.f.tails.forget(killedCursors(req.body)...)
+		}
+	}
+	return p.roundTrip(backend, msg, req, responses, clientGone, 0)
 }
 
 var (

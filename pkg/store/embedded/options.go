@@ -15,12 +15,14 @@ const (
 	DefaultAddr = "127.0.0.1:27017"
 	// DefaultOplogSize is the capped size of local.oplog.rs in bytes.
 	DefaultOplogSize int64 = 32 << 20
+	// DefaultOplogMaxEntries is the capped document count of local.oplog.rs.
+	DefaultOplogMaxEntries int64 = 1000
 	// DefaultMaxConns is the default limit of concurrent client connections.
 	DefaultMaxConns = 1024
 	// DefaultBackendTimeout bounds one write round trip under the write lock.
 	DefaultBackendTimeout = 60 * time.Second
 	// DefaultCleanupInterval is how often capped collections are trimmed.
-	DefaultCleanupInterval = 5 * time.Second
+	DefaultCleanupInterval = time.Second
 )
 
 // Options configure a Server. The zero value of every field but DataDir
@@ -34,9 +36,15 @@ type Options struct {
 	// port, ":27017" listens on every interface. Default DefaultAddr.
 	Addr string
 	// OplogSize is the capped size of local.oplog.rs in bytes, used when
-	// the oplog is created. Default DefaultOplogSize. Keep it small: every
-	// poll of a tailing cursor re-reads it.
+	// the oplog is created. Default DefaultOplogSize.
 	OplogSize int64
+	// OplogMaxEntries is the capped document count of local.oplog.rs, used
+	// when the oplog is created. Default DefaultOplogMaxEntries. Each read
+	// of the oplog (each getMore of a tailing cursor after a write) reads
+	// all its entries, about 10-50 µs each without the race detector, so
+	// the count bounds what tailing costs; it also bounds how far a tailer
+	// may fall behind before its position is trimmed away.
+	OplogMaxEntries int64
 	// MaxConns limits concurrent client connections; connections beyond it
 	// are closed as soon as they are accepted. Default DefaultMaxConns.
 	MaxConns int
@@ -45,8 +53,10 @@ type Options struct {
 	// closed and the lock released. Default DefaultBackendTimeout.
 	BackendTimeout time.Duration
 	// CleanupInterval is how often capped collections (the oplog among
-	// them) are trimmed back under their size; the backend does not do it
-	// by itself. Default DefaultCleanupInterval; negative disables.
+	// them) are trimmed back to their size and document count; embedded
+	// FerretDB does not do it by itself, so between two trims a capped
+	// collection may exceed its caps. Default DefaultCleanupInterval;
+	// negative disables.
 	CleanupInterval time.Duration
 	// Logger receives the server's logs; the backend's own logs are passed
 	// on at warning level and above. Nil discards everything.
@@ -75,6 +85,12 @@ func (o Options) withDefaults() (Options, error) {
 		o.OplogSize = DefaultOplogSize
 	case o.OplogSize < 4096:
 		return o, errs.Invalid("OplogSize", "must be at least 4096 bytes, got %d", o.OplogSize)
+	}
+	switch {
+	case o.OplogMaxEntries < 0:
+		return o, errs.Invalid("OplogMaxEntries", "must not be negative, got %d", o.OplogMaxEntries)
+	case o.OplogMaxEntries == 0:
+		o.OplogMaxEntries = DefaultOplogMaxEntries
 	}
 	switch {
 	case o.MaxConns < 0:

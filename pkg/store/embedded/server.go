@@ -364,6 +364,7 @@ func (s *Server) ensureOplog(ctx context.Context, r *run) error {
 		AppendString("create", OplogCollection).
 		AppendBoolean("capped", true).
 		AppendInt64("size", s.opts.OplogSize).
+		AppendInt64("max", s.opts.OplogMaxEntries).
 		Build()
 	if _, err := s.write(ctx, b, OplogDatabase, create); err != nil {
 		var ce *commandError
@@ -372,7 +373,7 @@ func (s *Server) ensureOplog(ctx context.Context, r *run) error {
 		}
 		return errs.Wrap(errs.Internal, err, "create %s.%s", OplogDatabase, OplogCollection)
 	}
-	s.log.Info("created the oplog", "size", s.opts.OplogSize)
+	s.log.Info("created the oplog", "size", s.opts.OplogSize, "maxEntries", s.opts.OplogMaxEntries)
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 	"go.uber.org/goleak"
 
 	"github.com/capstanhq/capstan/pkg/errs"
@@ -59,6 +60,22 @@ func startServer(t testing.TB, mod ...func(*Options)) *Server {
 	return s
 }
 
+// longAwait is a maxAwaitTime longer than any test waits for a condition,
+// and shorter than the contexts of testCtx as the driver requires: a
+// getMore that returns within testWait was woken, not timed out.
+const longAwait = 3 * testWait / 2
+
+// noTimeout lifts the client-side operation timeout, which the driver
+// requires to exceed maxAwaitTime.
+func noTimeout(o *options.ClientOptions) { o.Timeout = nil }
+
+// frontOf returns the front of a running server.
+func frontOf(s *Server) *front {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.run.front
+}
+
 // connect returns a driver client for uri, disconnected when the test ends.
 func connect(t testing.TB, uri string, mod ...func(*options.ClientOptions)) *mongo.Client {
 	t.Helper()
@@ -87,6 +104,7 @@ func TestNewValidatesOptions(t *testing.T) {
 		{"port not a number", Options{DataDir: dir, Addr: "127.0.0.1:mongo"}, "Addr"},
 		{"negative oplog size", Options{DataDir: dir, OplogSize: -1}, "OplogSize"},
 		{"tiny oplog size", Options{DataDir: dir, OplogSize: 100}, "OplogSize"},
+		{"negative oplog entries", Options{DataDir: dir, OplogMaxEntries: -5}, "OplogMaxEntries"},
 		{"negative max conns", Options{DataDir: dir, MaxConns: -1}, "MaxConns"},
 		{"negative backend timeout", Options{DataDir: dir, BackendTimeout: -time.Second}, "BackendTimeout"},
 	}
@@ -106,7 +124,7 @@ func TestNewDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := s.opts
-	if o.Addr != DefaultAddr || o.OplogSize != DefaultOplogSize || o.MaxConns != DefaultMaxConns ||
+	if o.Addr != DefaultAddr || o.OplogSize != DefaultOplogSize || o.OplogMaxEntries != DefaultOplogMaxEntries || o.MaxConns != DefaultMaxConns ||
 		o.BackendTimeout != DefaultBackendTimeout || o.CleanupInterval != DefaultCleanupInterval || o.Logger == nil {
 		t.Fatalf("defaults not applied: %+v", o)
 	}
@@ -311,7 +329,7 @@ func TestConcurrentInsertUniqueness(t *testing.T) {
 // waits for is written.
 func TestLongReadDoesNotBlockWrites(t *testing.T) {
 	s := startServer(t)
-	c := connect(t, s.URI())
+	c := connect(t, s.URI(), noTimeout)
 	ctx := testCtx(t)
 	db := c.Database("tail")
 	if err := db.CreateCollection(ctx, "capped", options.CreateCollection().SetCapped(true).SetSizeInBytes(1<<20)); err != nil {
@@ -322,7 +340,7 @@ func TestLongReadDoesNotBlockWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur, err := capped.Find(ctx, bson.D{}, options.Find().SetCursorType(options.TailableAwait).
-		SetBatchSize(1).SetMaxAwaitTime(testWait))
+		SetBatchSize(1).SetMaxAwaitTime(longAwait))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +351,7 @@ func TestLongReadDoesNotBlockWrites(t *testing.T) {
 
 	got := make(chan bson.Raw, 1)
 	go func() {
-		if cur.Next(ctx) { // getMores that each wait up to testWait
+		if cur.Next(ctx) { // a getMore that waits up to longAwait
 			got <- cur.Current
 		}
 		close(got)
@@ -401,7 +419,7 @@ func TestReadsPassAHeldWriteLock(t *testing.T) {
 }
 
 func TestOplogCreatedAndFed(t *testing.T) {
-	s := startServer(t, func(o *Options) { o.OplogSize = 1 << 20 })
+	s := startServer(t, func(o *Options) { o.OplogSize = 1 << 20; o.OplogMaxEntries = 500 })
 	c := connect(t, s.URI())
 	ctx := testCtx(t)
 
@@ -414,6 +432,9 @@ func TestOplogCreatedAndFed(t *testing.T) {
 	}
 	if size := specs[0].Options.Lookup("size").AsInt64(); size != 1<<20 {
 		t.Fatalf("oplog size %d, want %d", size, 1<<20)
+	}
+	if n := specs[0].Options.Lookup("max").AsInt64(); n != 500 {
+		t.Fatalf("oplog max %d, want 500", n)
 	}
 
 	coll := c.Database("app").Collection("things")
@@ -568,9 +589,7 @@ func TestBadClientsDoNotHarmOthers(t *testing.T) {
 // waitConns waits until the server has n client connections.
 func waitConns(t *testing.T, s *Server, n int) {
 	t.Helper()
-	s.mu.Lock()
-	f := s.run.front
-	s.mu.Unlock()
+	f := frontOf(s)
 	deadline := time.Now().Add(testWait)
 	for f.conns() != n {
 		if time.Now().After(deadline) {
@@ -669,6 +688,42 @@ func TestCleanupTrimsCappedCollections(t *testing.T) {
 	}
 }
 
+func TestCleanupCapsOplogEntries(t *testing.T) {
+	s := startServer(t, func(o *Options) {
+		o.OplogMaxEntries = 40
+		o.CleanupInterval = 50 * time.Millisecond
+	})
+	c := connect(t, s.URI())
+	ctx := testCtx(t)
+	docs := make([]any, 200)
+	for i := range docs {
+		docs[i] = bson.D{{Key: "i", Value: i}}
+	}
+	if _, err := c.Database("trim").Collection("c").InsertMany(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	oplog := c.Database(OplogDatabase).Collection(OplogCollection)
+	deadline := time.Now().Add(testWait)
+	for {
+		n, err := oplog.CountDocuments(ctx, bson.D{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n <= 40 {
+			var last bson.Raw
+			err := oplog.FindOne(ctx, bson.D{}, options.FindOne().SetSort(bson.D{{Key: "$natural", Value: -1}})).Decode(&last)
+			if err != nil || last.Lookup("o", "i").AsInt64() != 199 {
+				t.Fatalf("trimming removed the newest entry: %v, %v", last, err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the oplog still holds %d entries", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestStopLeavesNoGoroutines(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	ctx := testCtx(t)
@@ -699,4 +754,247 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 		t.Errorf("backend socket left behind: %v", err)
 	}
 	goleak.VerifyNone(t, ignore)
+}
+
+// newCapped creates a capped collection holding n documents {n: i}.
+func newCapped(t *testing.T, c *mongo.Client, n int) *mongo.Collection {
+	t.Helper()
+	ctx := testCtx(t)
+	db := c.Database("tail")
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	if err := db.CreateCollection(ctx, name, options.CreateCollection().SetCapped(true).SetSizeInBytes(1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	coll := db.Collection(name)
+	for i := range n {
+		if _, err := coll.InsertOne(ctx, bson.D{{Key: "n", Value: i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return coll
+}
+
+// An idle awaitData tailer is served by the front: its getMores do not
+// reach the backend until something is written.
+func TestIdleTailerDoesNotPollTheBackend(t *testing.T) {
+	s := startServer(t)
+	c := connect(t, s.URI())
+	ctx := testCtx(t)
+	coll := newCapped(t, c, 1)
+	// A first batch smaller than batchSize would close a tailable cursor.
+	cur, err := coll.Find(ctx, bson.D{}, options.Find().SetCursorType(options.TailableAwait).
+		SetBatchSize(1).SetMaxAwaitTime(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close(context.Background())
+	if !cur.Next(ctx) {
+		t.Fatal(cur.Err())
+	}
+	// The first batch was full: the first getMore asks the backend.
+	if cur.TryNext(ctx) || cur.Err() != nil {
+		t.Fatalf("first getMore: %v %v", cur.Current, cur.Err())
+	}
+	tails := frontOf(s).tails
+	before := tails.forwarded.Load()
+	for range 10 {
+		if cur.TryNext(ctx) {
+			t.Fatalf("got %v from an idle collection", cur.Current)
+		}
+		if cur.Err() != nil || cur.ID() == 0 {
+			t.Fatalf("cursor died: %v", cur.Err())
+		}
+	}
+	if n := tails.forwarded.Load() - before; n != 0 {
+		t.Fatalf("%d idle getMores reached the backend", n)
+	}
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "n", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(testWait)
+	for !cur.TryNext(ctx) {
+		if cur.Err() != nil || time.Now().After(deadline) {
+			t.Fatalf("the new document did not arrive: %v", cur.Err())
+		}
+	}
+	if got := cur.Current.Lookup("n").AsInt64(); got != 1 {
+		t.Fatalf("got n=%d", got)
+	}
+	if tails.forwarded.Load() == before {
+		t.Fatal("the document arrived without a getMore reaching the backend")
+	}
+}
+
+// A cursor whose batches are full has more to give without any write.
+func TestTailerGetsBufferedResultsWithoutWrites(t *testing.T) {
+	s := startServer(t)
+	c := connect(t, s.URI(), noTimeout)
+	ctx := testCtx(t)
+	coll := newCapped(t, c, 7)
+	cur, err := coll.Find(ctx, bson.D{}, options.Find().SetCursorType(options.TailableAwait).
+		SetBatchSize(2).SetMaxAwaitTime(longAwait))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close(context.Background())
+	for i := range 7 {
+		if !cur.Next(ctx) {
+			t.Fatalf("document %d: %v", i, cur.Err())
+		}
+		if got := cur.Current.Lookup("n").AsInt64(); got != int64(i) {
+			t.Fatalf("document %d has n=%d", i, got)
+		}
+	}
+}
+
+// getMore on a killed awaitData cursor fails at once with CursorNotFound
+// instead of waiting for maxTimeMS.
+func TestKilledTailCursor(t *testing.T) {
+	s := startServer(t)
+	c := connect(t, s.URI(), noTimeout)
+	ctx := testCtx(t)
+	coll := newCapped(t, c, 1)
+	cur, err := coll.Find(ctx, bson.D{}, options.Find().SetCursorType(options.TailableAwait).
+		SetBatchSize(1).SetMaxAwaitTime(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := cur.ID()
+	if id == 0 || !cur.Next(ctx) {
+		t.Fatalf("cursor closed after the first batch: %v", cur.Err())
+	}
+	// Drain the cursor, so that only a write would make the front ask the
+	// backend again.
+	if cur.TryNext(ctx) || cur.Err() != nil {
+		t.Fatalf("getMore: %v %v", cur.Current, cur.Err())
+	}
+	if err := cur.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The driver adds maxTimeMS, the time left in ctx.
+	err = coll.Database().RunCommand(ctx, bson.D{{Key: "getMore", Value: id}, {Key: "collection", Value: coll.Name()}}).Err()
+	var ce mongo.CommandError
+	if !errors.As(err, &ce) || ce.Code != codeCursorNotFound {
+		t.Fatalf("getMore on a killed cursor: %v, want CursorNotFound", err)
+	}
+}
+
+// The backend removes a cursor when the connection that opened it closes;
+// a getMore from another connection then fails instead of waiting.
+func TestTailCursorDiesWithItsConnection(t *testing.T) {
+	s := startServer(t)
+	c := connect(t, s.URI())
+	coll := newCapped(t, c, 2)
+	owner := dialRaw(t, s.Addr())
+	owner.send(opMsg(1, 0, bsoncore.NewDocumentBuilder().
+		AppendString("find", coll.Name()).AppendBoolean("tailable", true).AppendBoolean("awaitData", true).
+		AppendInt32("batchSize", 1).AppendString("$db", "tail").Build()))
+	_, body, err := owner.recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := body.Lookup("cursor", "id").Int64()
+	if id == 0 {
+		t.Fatalf("no cursor: %v", body)
+	}
+	getMore := func(reqID int32, maxTime time.Duration) []byte {
+		return opMsg(reqID, 0, bsoncore.NewDocumentBuilder().
+			AppendInt64("getMore", id).AppendString("collection", coll.Name()).
+			AppendInt64("maxTimeMS", int64(maxTime/time.Millisecond)).AppendString("$db", "tail").Build())
+	}
+	// Read the second document, then drain the cursor, so that only a write
+	// would make the front ask the backend again.
+	for i, want := range []int{1, 0} {
+		owner.send(getMore(int32(10+i), 10*time.Millisecond))
+		_, reply, err := owner.recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vals, _ := reply.Lookup("cursor", "nextBatch").Array().Values(); len(vals) != want {
+			t.Fatalf("getMore %d: %v", i, reply)
+		}
+	}
+	_ = owner.c.Close()
+	other := dialRaw(t, s.Addr())
+	deadline := time.Now().Add(testWait)
+	for reqID := int32(20); ; reqID++ {
+		other.send(getMore(reqID, longAwait))
+		_, reply, err := other.recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, _ := reply.Lookup("code").AsInt32OK(); code == codeCursorNotFound {
+			return
+		}
+		// The backend had not removed the cursor yet: the getMore was
+		// answered right away all the same.
+		if time.Now().After(deadline) {
+			t.Fatalf("getMore on an orphaned cursor: %v", reply)
+		}
+	}
+}
+
+// A tail of the oplog sees every write, in order, once.
+func TestOplogTailSeesWritesInOrder(t *testing.T) {
+	s := startServer(t)
+	c := connect(t, s.URI(), noTimeout)
+	ctx := testCtx(t)
+	coll := c.Database("app").Collection("tailed")
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: -1}}); err != nil {
+		t.Fatal(err)
+	}
+	oplog := c.Database(OplogDatabase).Collection(OplogCollection)
+	cur, err := oplog.Find(ctx, bson.D{{Key: "ns", Value: "app.tailed"}}, options.Find().
+		SetCursorType(options.TailableAwait).SetBatchSize(1).SetMaxAwaitTime(longAwait))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close(context.Background())
+	if !cur.Next(ctx) {
+		t.Fatal(cur.Err())
+	}
+
+	const n = 30
+	writeErr := make(chan error, 1)
+	go func() {
+		defer close(writeErr)
+		other := c.Database("app").Collection("untailed")
+		for i := range n {
+			var err error
+			switch i % 3 {
+			case 0:
+				_, err = coll.InsertOne(ctx, bson.D{{Key: "_id", Value: i}})
+			case 1:
+				_, err = coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: i - 1}}, bson.D{{Key: "$set", Value: bson.D{{Key: "u", Value: i}}}})
+			case 2:
+				_, err = coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: i - 2}})
+			}
+			if err == nil {
+				_, err = other.InsertOne(ctx, bson.D{{Key: "i", Value: i}}) // wakes the tail with nothing for it
+			}
+			if err != nil {
+				writeErr <- err
+				return
+			}
+		}
+	}()
+	for i := range n {
+		if !cur.Next(ctx) {
+			t.Fatalf("entry %d: %v", i, cur.Err())
+		}
+		op := cur.Current.Lookup("op").StringValue()
+		var id int64
+		if op == "u" {
+			id = cur.Current.Lookup("o2", "_id").AsInt64()
+		} else {
+			id = cur.Current.Lookup("o", "_id").AsInt64()
+		}
+		wantOp, wantID := [3]string{"i", "u", "d"}[i%3], int64(i-i%3)
+		if op != wantOp || id != wantID {
+			t.Fatalf("entry %d: op %s on %d, want %s on %d", i, op, id, wantOp, wantID)
+		}
+	}
+	if err := <-writeErr; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -111,6 +111,8 @@ type request struct {
 	write bool
 	// noReply tells the client expects no response (moreToCome).
 	noReply bool
+	// body is the command document of an OP_MSG; nil for other opcodes.
+	body bsoncore.Document
 }
 
 // classify inspects a complete client message. Messages it cannot read are
@@ -137,6 +139,7 @@ func classify(msg []byte) request {
 			req.write = true
 			return req
 		}
+		req.body = doc
 		req.command, req.write = classifyCommand(doc)
 		return req
 	case wiremessage.OpQuery:
@@ -244,6 +247,83 @@ func pipelineWrites(doc bsoncore.Document) bool {
 	return false
 }
 
+// withoutFields returns an OP_MSG like msg, whose body is req.body, with
+// the named fields removed from the body and no checksum. Other sections
+// are kept as they are.
+func withoutFields(msg []byte, req request, fields ...string) []byte {
+	h := parseHeader(msg)
+	flags, sections, _ := wiremessage.ReadMsgFlags(msg[headerLen:])
+	if flags&wiremessage.ChecksumPresent != 0 {
+		sections = sections[:len(sections)-4]
+		flags &^= wiremessage.ChecksumPresent
+	}
+	idx, out := wiremessage.AppendHeaderStart(make([]byte, 0, len(msg)), h.requestID, h.responseTo, h.opCode)
+	out = wiremessage.AppendMsgFlags(out, flags)
+	for len(sections) > 0 {
+		kind, rem, _ := wiremessage.ReadMsgSectionType(sections)
+		if kind == wiremessage.SingleDocument {
+			_, rest, _ := wiremessage.ReadMsgSectionSingleDocument(rem)
+			out = wiremessage.AppendMsgSectionType(out, kind)
+			out = appendWithout(out, req.body, fields...)
+			sections = rest
+			continue
+		}
+		_, _, rest, _ := wiremessage.ReadMsgSectionRawDocumentSequence(rem)
+		out = append(out, sections[:len(sections)-len(rest)]...)
+		sections = rest
+	}
+	binary.LittleEndian.PutUint32(out[idx:], uint32(len(out)))
+	return out
+}
+
+// appendWithout appends doc without the named top-level fields to dst.
+func appendWithout(dst []byte, doc bsoncore.Document, fields ...string) []byte {
+	idx, dst := bsoncore.AppendDocumentStart(dst)
+	elems, _ := doc.Elements()
+	for _, e := range elems {
+		keep := true
+		for _, f := range fields {
+			if e.Key() == f {
+				keep = false
+				break
+			}
+		}
+		if keep {
+			dst = append(dst, e...)
+		}
+	}
+	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
+	return dst
+}
+
+// encodeReply returns an OP_MSG reply with body to the request reqID.
+func encodeReply(reqID int32, body bsoncore.Document) []byte {
+	idx, msg := wiremessage.AppendHeaderStart(nil, requestIDs.Add(1), reqID, wiremessage.OpMsg)
+	msg = wiremessage.AppendMsgFlags(msg, 0)
+	msg = wiremessage.AppendMsgSectionType(msg, wiremessage.SingleDocument)
+	msg = append(msg, body...)
+	binary.LittleEndian.PutUint32(msg[idx:], uint32(len(msg)))
+	return msg
+}
+
+// replyBody returns the body of an OP_MSG reply.
+func replyBody(msg []byte) (bsoncore.Document, bool) {
+	if parseHeader(msg).opCode != wiremessage.OpMsg {
+		return nil, false
+	}
+	flags, rem, ok := wiremessage.ReadMsgFlags(msg[headerLen:])
+	if !ok {
+		return nil, false
+	}
+	if flags&wiremessage.ChecksumPresent != 0 {
+		if len(rem) < 4 {
+			return nil, false
+		}
+		rem = rem[:len(rem)-4]
+	}
+	return msgBody(rem)
+}
+
 // requestIDs numbers the server's own requests.
 var requestIDs atomic.Int32
 
@@ -270,12 +350,7 @@ func encodeCommand(db string, cmd bsoncore.Document) []byte {
 	body = bsoncore.AppendStringElement(body, "$db", db)
 	body, _ = bsoncore.AppendDocumentEnd(body, idx)
 
-	msgIdx, msg := wiremessage.AppendHeaderStart(nil, requestIDs.Add(1), 0, wiremessage.OpMsg)
-	msg = wiremessage.AppendMsgFlags(msg, 0)
-	msg = wiremessage.AppendMsgSectionType(msg, wiremessage.SingleDocument)
-	msg = append(msg, body...)
-	binary.LittleEndian.PutUint32(msg[msgIdx:], uint32(len(msg)))
-	return msg
+	return encodeReply(0, body) // a request is framed like a reply to nothing
 }
 
 // runCommand sends cmd on conn and returns the reply's body. An {ok: 0}
@@ -293,15 +368,10 @@ func runCommand(ctx context.Context, conn net.Conn, r *bufio.Reader, db string, 
 	if err != nil {
 		return nil, ctxOr(ctx, err)
 	}
-	h := parseHeader(resp)
-	if h.opCode != wiremessage.OpMsg || h.responseTo != parseHeader(msg).requestID {
-		return nil, fmt.Errorf("unexpected reply %v to request %d", h.opCode, parseHeader(msg).requestID)
+	if h := parseHeader(resp); h.responseTo != parseHeader(msg).requestID {
+		return nil, fmt.Errorf("reply to request %d, want %d", h.responseTo, parseHeader(msg).requestID)
 	}
-	_, rem, ok := wiremessage.ReadMsgFlags(resp[headerLen:])
-	if !ok {
-		return nil, errors.New("malformed reply")
-	}
-	doc, ok := msgBody(rem)
+	doc, ok := replyBody(resp)
 	if !ok {
 		return nil, errors.New("malformed reply")
 	}
