@@ -7,6 +7,7 @@ package runtimetest
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
-	"go.uber.org/goleak"
 
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
@@ -301,13 +301,72 @@ func Start(t testing.TB, s Starter) func() error {
 // CheckLeaks fails the test if goroutines that started after this call
 // still run once the cleanups registered after it are done (cleanups run
 // last-in first-out, so call it before starting anything). It is for
-// packages whose TestMain cannot use goleak.VerifyTestMain.
+// packages whose TestMain cannot use goleak.VerifyTestMain because it
+// runs mongotest.Main. Goroutines of a MongoDB-wire server running inside
+// the test binary (the embedded FerretDB, its SQLite, its front) are not
+// the runtime's and are not counted: that server serves every test of the
+// binary and works on its own schedule.
 func CheckLeaks(t testing.TB) {
 	t.Helper()
-	ignore := goleak.IgnoreCurrent()
+	before := goroutines()
 	t.Cleanup(func() {
-		if err := goleak.Find(ignore); err != nil {
-			t.Errorf("goroutines leaked: %v", err)
+		var leaked []string
+		deadline := time.Now().Add(leakWait)
+		for {
+			leaked = leaked[:0]
+			for id, stack := range goroutines() {
+				if _, old := before[id]; !old && !serverSide(stack) {
+					leaked = append(leaked, stack)
+				}
+			}
+			if len(leaked) == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(leaked) > 0 {
+			t.Errorf("%d goroutines leaked:\n\n%s", len(leaked), strings.Join(leaked, "\n\n"))
 		}
 	})
+}
+
+// leakWait is how long CheckLeaks waits for goroutines to end.
+var leakWait = 10 * time.Second
+
+// serverSideMarks identify the stacks of an in-process test server.
+var serverSideMarks = []string{
+	"github.com/FerretDB/",
+	"modernc.org/",
+	"github.com/capstanhq/capstan/pkg/store/embedded.",
+	"database/sql.",
+}
+
+func serverSide(stack string) bool {
+	for _, m := range serverSideMarks {
+		if strings.Contains(stack, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// goroutines returns the stack of every goroutine by its id.
+func goroutines() map[string]string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	out := map[string]string{}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n") // "goroutine 12 [select]:"
+		if f := strings.Fields(header); len(f) >= 2 && f[0] == "goroutine" {
+			out[f[1]] = g
+		}
+	}
+	return out
 }

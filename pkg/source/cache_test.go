@@ -48,6 +48,7 @@ func mustCreate(t *testing.T, st store.Writer, objs ...meta.Object) {
 }
 
 func TestCacheReadsNeedAnInformer(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	mustCreate(t, st, runtimetest.NewWidget("ns", "a", 1))
 	c := source.NewCache(st, source.CacheOptions{})
@@ -92,6 +93,7 @@ func TestCacheReadsNeedAnInformer(t *testing.T) {
 }
 
 func TestCacheReadsAreDeepCopies(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	w := runtimetest.NewWidget("ns", "a", 1)
 	w.Labels = map[string]string{"app": "web"}
@@ -152,6 +154,7 @@ func TestCacheReadsAreDeepCopies(t *testing.T) {
 }
 
 func TestCacheListFiltersSortsAndRefusesPaging(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	for _, k := range []struct{ ns, name, app string }{
 		{"ns2", "b", "web"}, {"ns1", "c", "db"}, {"ns1", "a", "web"}, {"ns2", "a", "db"},
@@ -200,6 +203,7 @@ func TestCacheListFiltersSortsAndRefusesPaging(t *testing.T) {
 }
 
 func TestCacheIndexFollowsTheStore(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	c := source.NewCache(st, source.CacheOptions{})
 	if err := c.IndexField(runtimetest.WidgetKind, "color", func(o meta.Object) []string {
@@ -257,6 +261,7 @@ func TestCacheIndexFollowsTheStore(t *testing.T) {
 }
 
 func TestCacheStartsInformersCreatedLater(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	mustCreate(t, st, runtimetest.NewGadget("ns", "g"))
 	c := source.NewCache(st, source.CacheOptions{})
@@ -280,6 +285,7 @@ func TestCacheStartsInformersCreatedLater(t *testing.T) {
 }
 
 func TestCacheNamespaceRestriction(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	mustCreate(t, st, runtimetest.NewWidget("mine", "a", 1), runtimetest.NewWidget("other", "b", 1))
 	c := source.NewCache(st, source.CacheOptions{Namespace: "mine"})
@@ -308,6 +314,7 @@ func TestCacheNamespaceRestriction(t *testing.T) {
 }
 
 func TestCacheSyncWaitEndsWithContext(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := memory.New(runtimetest.NewScheme())
 	if err := st.Close(context.Background()); err != nil { // every List fails
 		t.Fatal(err)
@@ -350,6 +357,7 @@ func (c *countingLW) List(ctx context.Context, kind string, opts store.ListOptio
 // informer relists and reports exactly the differences: every real delete
 // once, no delete of an object that is still there.
 func TestInformerRelistOverMemoryStoreWithTinyHistory(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme(), memory.WithHistory(4))
 	ctx := context.Background()
 	for _, n := range []string{"a", "b", "c", "d"} {
@@ -485,6 +493,7 @@ func (f failingStore) List(ctx context.Context, kind string, opts store.ListOpti
 }
 
 func TestCacheStopsOnAnInformerThatFailsForGood(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	c := source.NewCache(failingStore{Store: st, kind: runtimetest.GadgetKind}, source.CacheOptions{})
 	for _, k := range []string{runtimetest.WidgetKind, runtimetest.GadgetKind} {
@@ -502,6 +511,7 @@ func TestCacheStopsOnAnInformerThatFailsForGood(t *testing.T) {
 // A typed kind read as Unstructured (as tools do) is converted, as the
 // store itself does.
 func TestCacheGetConvertsToUnstructured(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	w := runtimetest.NewWidget("ns", "a", 5)
 	w.Labels = map[string]string{"app": "web"}
@@ -526,6 +536,7 @@ func TestCacheGetConvertsToUnstructured(t *testing.T) {
 }
 
 func TestCacheOfAnUnstructuredKind(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	mustCreate(t, st, runtimetest.NewDoodad("ns", "d1", map[string]any{"x": "1"}))
 	c := source.NewCache(st, source.CacheOptions{})

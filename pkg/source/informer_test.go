@@ -44,6 +44,7 @@ func startInformer(t *testing.T, lw *fakeLW, opts source.InformerOptions, rec so
 }
 
 func TestInformerListsThenWatches(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	lw.setState("10", widget("a", "uid-a", 3, 1), widget("b", "uid-b", 5, 1))
 	rec := &recorder{}
@@ -96,6 +97,7 @@ func TestInformerListsThenWatches(t *testing.T) {
 }
 
 func TestInformerDropsReplayedAndStaleEvents(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	lw.setState("10", widget("a", "uid-a", 3, 1))
 	rec := &recorder{}
@@ -116,6 +118,7 @@ func TestInformerDropsReplayedAndStaleEvents(t *testing.T) {
 }
 
 func TestInformerDeletedWithKeyOnlyObject(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	lw.setState("10", widget("a", "uid-a", 3, 7))
 	rec := &recorder{}
@@ -141,6 +144,7 @@ func TestInformerDeletedWithKeyOnlyObject(t *testing.T) {
 }
 
 func TestInformerIncarnations(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	lw.setState("10", widget("a", "uid-2", 10, 2))
 	rec := &recorder{}
@@ -171,6 +175,7 @@ func TestInformerIncarnations(t *testing.T) {
 }
 
 func TestInformerRelistsOnExpiredWithoutPhantomDeletes(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	lw.setState("10", widget("a", "uid-a", 1, 1), widget("b", "uid-b", 2, 1), widget("c", "uid-c", 3, 1), widget("e", "uid-e1", 4, 1))
 	rec := &recorder{}
@@ -216,6 +221,7 @@ func TestInformerRelistsOnExpiredWithoutPhantomDeletes(t *testing.T) {
 }
 
 func TestInformerResumesWatchFromLastRevision(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	lw.setState("10", widget("a", "uid-a", 1, 1))
 	rec := &recorder{}
@@ -270,6 +276,7 @@ func TestInformerResumesWatchFromLastRevision(t *testing.T) {
 }
 
 func TestInformerRetriesFailedList(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	lw.setState("10", widget("a", "uid-a", 1, 1))
 	lw.failNextList(errs.New(errs.Unavailable, "down"))
@@ -286,6 +293,7 @@ func TestInformerRetriesFailedList(t *testing.T) {
 }
 
 func TestInformerRunErrors(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	inf := source.NewInformer(st, "NoSuchKind", fastRetry)
 	err := inf.Run(runtimetest.Context(t))
@@ -304,6 +312,7 @@ func TestInformerRunErrors(t *testing.T) {
 }
 
 func TestInformerWaitForSyncHonoursContext(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	inf := source.NewInformer(lw, runtimetest.WidgetKind, fastRetry)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -314,6 +323,7 @@ func TestInformerWaitForSyncHonoursContext(t *testing.T) {
 }
 
 func TestInformerPagesTheList(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	var objs []meta.Object
 	for i := range 5 {
@@ -336,6 +346,7 @@ func TestInformerPagesTheList(t *testing.T) {
 }
 
 func TestInformerNamespaceAndSelector(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	web := widget("a", "uid-a", 1, 1)
 	web.Labels = map[string]string{"app": "web"}
@@ -371,6 +382,7 @@ func TestInformerNamespaceAndSelector(t *testing.T) {
 }
 
 func TestInformerIndexes(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	byColor := func(obj meta.Object) []string { return []string{obj.(*runtimetest.Widget).Spec.Color} }
 	byTag := func(obj meta.Object) []string { return obj.(*runtimetest.Widget).Spec.Tags }
 	red := widget("a", "uid-a", 1, 1)
@@ -436,6 +448,7 @@ func TestInformerIndexes(t *testing.T) {
 }
 
 func TestInformerLateHandlerGetsEveryObjectOnce(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	lw.setState("10", widget("a", "uid-a", 1, 1), widget("b", "uid-b", 2, 1))
 	first := &recorder{}
@@ -504,6 +517,7 @@ func TestInformerLateHandlerGetsEveryObjectOnce(t *testing.T) {
 // objects, the garbage collector's index lookups); that must not deadlock,
 // including during the replay for a handler added late.
 func TestInformerHandlersMayReadTheCache(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	lw.setState("10", widget("a", "uid-a", 1, 1))
 	var inf *source.Informer
@@ -552,6 +566,7 @@ func TestInformerHandlersMayReadTheCache(t *testing.T) {
 }
 
 func TestInformerResync(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	lw.setState("10", widget("a", "uid-a", 1, 1))
 	rec := &recorder{}
@@ -569,6 +584,7 @@ func TestInformerResync(t *testing.T) {
 // oplog's) of an older incarnation must not remove the newer one the list
 // showed: no phantom delete.
 func TestInformerIgnoresReplayedKeyOnlyDeleteOfAnOlderIncarnation(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	lw := newFakeLW(t)
 	lw.setState("10", widget("a", "uid-2", 20, 2))
 	rec := &recorder{}

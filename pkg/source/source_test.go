@@ -114,6 +114,7 @@ func (passAll) Delete(source.DeleteEvent) bool   { return true }
 func (passAll) Generic(source.GenericEvent) bool { return true }
 
 func TestKindSource(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	st := runtimetest.Memory(t, runtimetest.NewScheme())
 	ctx := context.Background()
 	mustCreate(t, st, runtimetest.NewWidget("ns", "old", 1), runtimetest.NewWidget("ns", "skip-create", 1))
@@ -178,6 +179,7 @@ func TestKindSource(t *testing.T) {
 }
 
 func TestChannelSource(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	ch := make(chan source.GenericEvent)
 	log := &eventLog{}
 	q := newQueue(t)
@@ -217,6 +219,7 @@ func TestChannelSource(t *testing.T) {
 }
 
 func TestChannelSourceStopsWhenTheChannelCloses(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	ch := make(chan source.GenericEvent, 1)
 	log := &eventLog{}
 	ch <- source.GenericEvent{Object: runtimetest.NewWidget("ns", "a", 0)}
@@ -228,6 +231,7 @@ func TestChannelSourceStopsWhenTheChannelCloses(t *testing.T) {
 }
 
 func TestPeriodicSource(t *testing.T) {
+	runtimetest.CheckLeaks(t)
 	log := &eventLog{}
 	if err := source.Periodic(0, nil, log).Start(context.Background(), newQueue(t)); !errs.IsInvalidArgument(err) {
 		t.Fatalf("zero interval: %v, want InvalidArgument", err)
