@@ -106,7 +106,9 @@ func (s *Server) URI() string {
 
 // Start starts FerretDB and the front. It returns once the server answers
 // a ping through the public address and local.oplog.rs exists as a capped
-// collection. Start after Stop restarts on the same data directory and the
+// collection; when the newest oplog entry is from the current second it
+// first waits for the next one, so that entries written after the start
+// sort after it. Start after Stop restarts on the same data directory and the
 // same address (the same port, also when Addr asked for port 0). Starting
 // a running server is errs.FailedPrecondition, so is a data directory in
 // use by another server; a taken address is errs.Unavailable.
@@ -165,6 +167,9 @@ func (s *Server) start(ctx context.Context) (_ *run, err error) {
 		return r, err
 	}
 	if err = s.ensureOplog(ctx, r); err != nil {
+		return r, err
+	}
+	if err = s.waitPastNewestEntry(ctx, r); err != nil {
 		return r, err
 	}
 
@@ -375,6 +380,54 @@ func (s *Server) ensureOplog(ctx context.Context, r *run) error {
 	}
 	s.log.Info("created the oplog", "size", s.opts.OplogSize, "maxEntries", s.opts.OplogMaxEntries)
 	return nil
+}
+
+// waitPastNewestEntry returns once the wall clock is past the second of the
+// newest oplog entry. FerretDB stamps oplog entries (ts) and the record ids
+// that order capped collections with the time in seconds and a counter
+// that starts over in every process; a process that restarts within the
+// second of its predecessor's last write would otherwise stamp entries that
+// sort before that write's, and tailers would never see them.
+func (s *Server) waitPastNewestEntry(ctx context.Context, r *run) error {
+	b, err := dialBackend(ctx, r)
+	if err != nil {
+		return errs.Wrap(errs.Unavailable, err, "connect to FerretDB")
+	}
+	defer b.close()
+	find := bsoncore.NewDocumentBuilder().
+		AppendString("find", OplogCollection).
+		AppendDocument("sort", bsoncore.NewDocumentBuilder().AppendInt32("$natural", -1).Build()).
+		AppendDocument("projection", bsoncore.NewDocumentBuilder().AppendInt32("ts", 1).Build()).
+		AppendInt32("limit", 1).
+		AppendBoolean("singleBatch", true).
+		Build()
+	reply, err := b.run(ctx, OplogDatabase, find)
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "read the newest oplog entry")
+	}
+	docs, err := firstBatch(reply)
+	if err != nil || len(docs) == 0 {
+		return nil
+	}
+	sec, _, ok := docs[0].Lookup("ts").TimestampOK()
+	if !ok {
+		return nil
+	}
+	newest := time.Unix(int64(sec), 0)
+	wait := time.Until(newest.Add(time.Second))
+	switch {
+	case wait <= 0:
+		return nil
+	case wait > 5*time.Second:
+		s.log.Warn("the newest oplog entry is from the future; did the clock go back?", "ts", newest)
+		return nil
+	}
+	select {
+	case <-time.After(wait):
+		return nil
+	case <-ctx.Done():
+		return errs.Wrap(errs.CodeOf(ctx.Err()), ctx.Err(), "waiting for the clock to pass the newest oplog entry")
+	}
 }
 
 // isCapped reports whether a listCollections info says capped: true.

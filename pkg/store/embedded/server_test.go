@@ -553,6 +553,32 @@ func TestRestartKeepsDataAndAddress(t *testing.T) {
 	}
 }
 
+// Entries written after a restart sort after the ones before it, also when
+// the restart happens within the same second.
+func TestRestartWaitsPastTheNewestEntrySecond(t *testing.T) {
+	s := startServer(t)
+	c := connect(t, s.URI())
+	ctx := testCtx(t)
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second))) // start of a second
+	if _, err := c.Database("ts").Collection("c").InsertOne(ctx, bson.D{{Key: "x", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	var newest bson.Raw
+	if err := c.Database(OplogDatabase).Collection(OplogCollection).FindOne(ctx, bson.D{{Key: "ns", Value: "ts.c"}}).Decode(&newest); err != nil {
+		t.Fatal(err)
+	}
+	sec, _ := newest.Lookup("ts").Timestamp()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if now := time.Now().Unix(); now <= int64(sec) {
+		t.Fatalf("Start returned at %d, within the second %d of the newest entry", now, sec)
+	}
+}
+
 // A client that sends half a message and stalls, and one that sends a bad
 // length, do not affect a driver's writes.
 func TestBadClientsDoNotHarmOthers(t *testing.T) {
