@@ -35,7 +35,6 @@ type fdWaiter struct {
 	fd         int
 	base       int64 // CLOCK_MONOTONIC at the run's start
 	resolution int64
-	armed      bool
 	buf        [8]byte
 	readFn     func(uintptr) bool
 	watched    <-chan struct{} // Done channel of the watched context
@@ -65,14 +64,11 @@ func newWaiter(base int64, resolution time.Duration) waiter {
 	return w
 }
 
-// read consumes the expiration. Right after arming it reports false
-// without a system call, so the poller waits: the timer has not fired yet
-// (and if it has, the poller reports the fd ready at once).
+// read consumes the expiration, reporting false (wait for the poller) while
+// there is none. It must read even on the first call: RawConn.Read clears
+// the poller's pending readiness before calling it, so a timer that fired
+// between arming and waiting is seen only by reading.
 func (w *fdWaiter) read(fd uintptr) bool {
-	if w.armed {
-		w.armed = false
-		return false
-	}
 	_, err := unix.Read(int(fd), w.buf[:])
 	return err != unix.EAGAIN
 }
@@ -107,11 +103,9 @@ func (w *fdWaiter) wait(ctx context.Context, at int64, d time.Duration) bool {
 		time.Sleep(d)
 		return ctx.Err() == nil
 	}
-	w.armed = true
 	if err := w.rc.Read(w.readFn); err != nil {
 		// Canceled: disarm so a late expiration is not read next time.
 		unix.TimerfdSettime(w.fd, 0, &unix.ItimerSpec{}, nil)
-		w.armed = false
 		return false
 	}
 	return true

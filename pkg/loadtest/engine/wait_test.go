@@ -6,6 +6,30 @@ import (
 	"time"
 )
 
+// TestWaiterDeadlineAlreadyPassed arms waits whose slot is due at once or
+// already past, as happens when the instance is descheduled between
+// computing the wait and sleeping: each must return, never hang.
+func TestWaiterDeadlineAlreadyPassed(t *testing.T) {
+	base := monotonicNow()
+	start := time.Now()
+	w := newWaiter(base-int64(time.Second), time.Nanosecond) // the run "started" 1s ago
+	defer w.close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 1000; i++ {
+			// Due 1µs after a point the clock has already passed.
+			at := int64(time.Since(start)) + int64(time.Second) - int64(time.Millisecond)
+			w.wait(context.Background(), at, time.Microsecond)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("a wait for a past deadline hung")
+	}
+}
+
 func TestWaiters(t *testing.T) {
 	base := monotonicNow()
 	start0 := time.Now()
