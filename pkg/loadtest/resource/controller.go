@@ -427,6 +427,15 @@ func (c *coordinator) running(ctx context.Context, lt *LoadTest, status *LoadTes
 		if p == nil || p.Status.Phase.Final() || live[p.Spec.Member] {
 			continue
 		}
+		// Another replica may have planned on a member this one has not
+		// seen yet: only the store says it is gone.
+		alive, err := c.members.Alive(ctx, p.Spec.Member, "")
+		if err != nil {
+			return controller.Result{}, err
+		}
+		if alive {
+			continue
+		}
 		p.Status.Phase, p.Status.Reason = PhaseFailed, ReasonInterrupted
 		p.Status.Message = fmt.Sprintf("member %s is gone", p.Spec.Member)
 		p.Status.EndTime = now

@@ -239,3 +239,75 @@ func TestDeleteMidRun(t *testing.T) {
 		t.Errorf("no request in flight was canceled")
 	}
 }
+
+// TestBadSpec applies specs that cannot run. One the controller can judge
+// (an unknown field) fails at once, naming the field, is kept as written,
+// and runs once corrected; one only the runner can judge (a target the
+// gun refuses) fails the run, also naming the field, and stays failed.
+func TestBadSpec(t *testing.T) {
+	srv := newTarget(t)
+	st := newStore(t)
+	startReplica(t, st, Options{})
+	ctx := context.Background()
+
+	bad := &meta.Unstructured{Kind: KindLoadTest, ObjectMeta: meta.ObjectMeta{Namespace: ns, Name: "typo"}, Fields: map[string]any{
+		"spec": map[string]any{"pools": []any{map[string]any{
+			"id": "a", "instances": 1,
+			"gun":  map[string]any{"type": "http", "tagret": srv.URL},
+			"ammo": map[string]any{"type": "inline", "requests": []any{map[string]any{"uri": "/"}}},
+			"rps":  []any{map[string]any{"type": "once", "times": 3}},
+		}}},
+	}}
+	if err := st.Create(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	lt := waitPhase(t, st, "typo", PhaseFailed)
+	if lt.Status.Reason != ReasonInvalidSpec || !strings.Contains(lt.Status.Message, "spec.pools[0].gun.tagret") {
+		t.Fatalf("want InvalidSpec naming the field: %s", describe(lt))
+	}
+	if c := condition(t, lt, ConditionReady); c.Status != meta.ConditionFalse || c.Reason != ReasonInvalidSpec || !strings.Contains(c.Message, "tagret") {
+		t.Errorf("Ready %+v", c)
+	}
+	if c := condition(t, lt, ConditionComplete); c.Status != meta.ConditionTrue || c.Reason != ReasonInvalidSpec {
+		t.Errorf("Complete %+v", c)
+	}
+	if lt.Status.RunGeneration != 0 || len(lt.Finalizers) != 0 || len(parts(t, st)) != 0 {
+		t.Errorf("a rejected spec was planned: %+v finalizers %v", lt.Status, lt.Finalizers)
+	}
+	stored := &meta.Unstructured{Kind: KindLoadTest}
+	if err := st.Get(ctx, meta.KeyOf(bad), stored); err != nil {
+		t.Fatal(err)
+	}
+	gunSpec := stored.Fields["spec"].(map[string]any)["pools"].([]any)[0].(map[string]any)["gun"].(map[string]any)
+	if gunSpec["tagret"] != srv.URL {
+		t.Errorf("the stored spec changed: %v", gunSpec)
+	}
+
+	// Corrected, it runs.
+	delete(gunSpec, "tagret")
+	gunSpec["target"] = srv.URL
+	if err := st.Update(ctx, stored); err != nil {
+		t.Fatal(err)
+	}
+	lt = waitFor(t, st, "typo", "to succeed", func(lt *LoadTest) bool { return lt.Status.Phase == PhaseSucceeded })
+	if lt.Status.RunGeneration != 2 || lt.Status.Results.Requests != 3 || srv.requests.Load() != 3 {
+		t.Errorf("run generation %d, %d requests, server saw %d", lt.Status.RunGeneration, lt.Status.Results.Requests, srv.requests.Load())
+	}
+
+	// The gun refuses the target when the part starts.
+	s := spec("ftp://127.0.0.1:1", 10, time.Second)
+	create(t, st, "ftp", s)
+	lt = waitFor(t, st, "ftp", "to end", func(lt *LoadTest) bool { return lt.Status.Phase.Final() })
+	if lt.Status.Phase != PhaseFailed || lt.Status.Reason != ReasonInvalidSpec || !strings.Contains(lt.Status.Message, "spec.pools[0].gun") {
+		t.Fatalf("want Failed/InvalidSpec naming the gun: %s", describe(lt))
+	}
+	if lt.Status.RunGeneration != 1 || len(lt.Finalizers) != 0 {
+		t.Errorf("run generation %d finalizers %v", lt.Status.RunGeneration, lt.Finalizers)
+	}
+	// It ran (and failed): a correction does not run it again.
+	mutate(t, st, "ftp", func(lt *LoadTest) { lt.Spec.Pools[0].Gun.Target = srv.URL })
+	lt = waitFor(t, st, "ftp", "to observe generation 2", func(lt *LoadTest) bool { return lt.Status.ObservedGeneration == 2 })
+	if lt.Status.Phase != PhaseFailed || lt.Status.RunGeneration != 1 || srv.requests.Load() != 3 {
+		t.Errorf("a failed run ran again: %s, server saw %d", describe(lt), srv.requests.Load())
+	}
+}

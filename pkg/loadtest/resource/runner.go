@@ -158,7 +158,9 @@ func (r *runner) Reconcile(ctx context.Context, req controller.Request) (control
 		}
 		return controller.Result{}, err
 	}
-	runCtx, cancel := context.WithCancelCause(base)
+	// Only the runner stops a run (Start when the process stops, with its
+	// reason), not the end of the context it was started from.
+	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(base))
 	r.runs[req] = &partRun{uid: part.UID, cancel: cancel}
 	r.wg.Add(1)
 	r.mu.Unlock()

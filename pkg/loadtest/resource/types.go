@@ -2,6 +2,8 @@ package resource
 
 import (
 	"encoding/json"
+	"errors"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -77,12 +79,52 @@ func (s *LoadTestSpec) UnmarshalJSON(b []byte) error {
 		var q plain
 		_ = json.Unmarshal(b, &q) // best effort: fills what it can
 		*s = LoadTestSpec(q)
-		s.decodeErr = errs.WithField(err, "spec")
+		s.decodeErr = errs.WithField(decodeError(b, err), "spec")
 		s.raw = append(json.RawMessage(nil), b...)
 		return nil
 	}
 	*s = LoadTestSpec(p)
 	return nil
+}
+
+// lineRef is the line reference config.Decode puts before its messages;
+// lines of a spec re-encoded as JSON mean nothing to its author.
+var lineRef = regexp.MustCompile(`^line \d+: `)
+
+// decodeError explains why b does not decode strictly, with the field path
+// of the config package's decoder ("pools[0].instances") when it finds the
+// problem, else err.
+func decodeError(b []byte, err error) error {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(b, &top) != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		into any
+		want string
+	}{{"parallelism", new(int), "a whole number"}, {"cancel", new(bool), "a boolean"}} {
+		if v, ok := top[f.name]; ok {
+			if json.Unmarshal(v, f.into) != nil {
+				return errs.Invalid(f.name, "want %s, got %s", f.want, v)
+			}
+			delete(top, f.name)
+		}
+	}
+	rest, mErr := json.Marshal(top)
+	if mErr != nil {
+		return err
+	}
+	// Placeholders stay as they are: resources do not expand them.
+	keep := func(name string) (string, bool) { return "${env:" + name + "}", true }
+	_, cErr := config.Decode(rest, keep)
+	var e *errs.Error
+	if !errors.As(cErr, &e) || e.Field == "" {
+		return err
+	}
+	c := *e
+	c.Message = lineRef.ReplaceAllString(c.Message, "")
+	return &c
 }
 
 // MarshalJSON writes the spec; a spec that did not decode strictly is
