@@ -7,6 +7,7 @@ import (
 	ctrl "github.com/capstanhq/capstan/pkg/controller"
 	"github.com/capstanhq/capstan/pkg/controller/builder"
 	"github.com/capstanhq/capstan/pkg/controller/predicate"
+	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/manager"
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
@@ -40,6 +41,16 @@ func (r *WebServerReconciler) SetupWithManager(mgr *manager.Manager) error {
 // Reconcile moves one WebServer, read from the cache, toward serving its
 // current generation.
 func (r *WebServerReconciler) Reconcile(ctx context.Context, ws *api.WebServer) (ctrl.Result, error) {
+	res, err := r.reconcile(ctx, ws)
+	if errs.IsConflict(err) {
+		// A stale cached copy: try again once the cache caught up.
+		ctrl.LoggerFrom(ctx).V(1).Info("stale object; requeuing", "reason", err.Error())
+		return ctrl.Result{Requeue: true}, nil
+	}
+	return res, err
+}
+
+func (r *WebServerReconciler) reconcile(ctx context.Context, ws *api.WebServer) (ctrl.Result, error) {
 	if ws.IsBeingDeleted() || ws.IsServing() {
 		return ctrl.Result{}, nil
 	}

@@ -82,6 +82,18 @@ func (r *WebsiteReconciler) SetupWithManager(mgr *manager.Manager) error {
 
 // Reconcile converges one Website, read from the cache.
 func (r *WebsiteReconciler) Reconcile(ctx context.Context, site *api.Website) (ctrl.Result, error) {
+	res, err := r.reconcile(ctx, site)
+	if errs.IsConflict(err) && !ctrl.IsTerminal(err) {
+		// The cached copy was older than the store's, which is normal
+		// right after our own writes: try again (with backoff) once the
+		// cache has caught up, without logging an error.
+		ctrl.LoggerFrom(ctx).V(1).Info("stale object; requeuing", "reason", err.Error())
+		return ctrl.Result{Requeue: true}, nil
+	}
+	return res, err
+}
+
+func (r *WebsiteReconciler) reconcile(ctx context.Context, site *api.Website) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	if site.IsBeingDeleted() {
 		return ctrl.Result{}, r.finalize(ctx, site)
@@ -245,7 +257,14 @@ func (r *WebsiteReconciler) writeStatus(ctx context.Context, site *api.Website, 
 		return nil
 	}
 	site.Status = *status
-	return r.store.UpdateStatus(ctx, site)
+	if err := r.store.UpdateStatus(ctx, site); err != nil {
+		return err
+	}
+	ready := meta.FindCondition(status.Conditions, api.ConditionReady)
+	ctrl.LoggerFrom(ctx).Info("status updated", "generation", site.Generation,
+		"readyReplicas", fmt.Sprintf("%d/%d", status.ReadyReplicas, site.Spec.Replicas),
+		"ready", ready.Status, "reason", ready.Reason)
+	return nil
 }
 
 func setConditions(st *api.WebsiteStatus, gen int64,
