@@ -50,12 +50,16 @@ func Main(m *testing.M) {
 func shutdown() error {
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
+	// A client whose server is gone spends its whole context trying to end
+	// its sessions; do not let that hold up the exit.
+	dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer dcancel()
 	for uri, c := range shared.clients {
-		_ = c.Disconnect(ctx)
+		_ = c.Disconnect(dctx)
 		delete(shared.clients, uri)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
 	var err error
 	if shared.server != nil {
 		err = shared.server.Stop(ctx)

@@ -122,6 +122,15 @@ func TestNewServerIsDedicated(t *testing.T) {
 
 func TestEnvURIWins(t *testing.T) {
 	external := NewServer(t) // stands in for a real MongoDB
+	// Drop the shared client for external before external stops.
+	t.Cleanup(func() {
+		shared.mu.Lock()
+		defer shared.mu.Unlock()
+		if c := shared.clients[external.URI()]; c != nil {
+			_ = c.Disconnect(context.Background())
+			delete(shared.clients, external.URI())
+		}
+	})
 	t.Setenv(EnvURI, external.URI())
 	if got := URI(t); got != external.URI() {
 		t.Fatalf("URI = %q, want $%s %q", got, EnvURI, external.URI())
