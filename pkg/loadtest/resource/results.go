@@ -121,7 +121,7 @@ var stopRank = map[string]int{engine.StopAutostop: 4, engine.StopCanceled: 3, en
 func summarize(r *aggregate.Result, stop string, interrupted int64) (*Results, error) {
 	out := &Results{
 		Stop: stop, Elapsed: config.Duration(time.Duration(r.Elapsed * float64(time.Second)).Round(time.Millisecond)),
-		Requests: r.Total.Count, Errors: r.Total.Errors, RPS: finite(r.RPS()),
+		Requests: r.Total.Count, Errors: r.Total.Errors, RPS: math.Round(finite(r.RPS())*100) / 100,
 		Latency: quantiles(r.Total.Latency), ServiceTime: quantiles(r.Total.Service), Lateness: quantiles(r.Lateness),
 		Overdue: r.Total.Overdue, Discarded: r.Discarded, Dropped: r.Dropped, Interrupted: interrupted,
 		BytesOut: r.Total.BytesOut, BytesIn: r.Total.BytesIn,

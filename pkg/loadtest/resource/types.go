@@ -3,6 +3,7 @@ package resource
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"regexp"
 	"strconv"
 	"time"
@@ -61,11 +62,13 @@ type LoadTestSpec struct {
 	// with the results so far.
 	Cancel bool `json:"cancel,omitempty"`
 
-	// decodeErr is why the stored spec could not be decoded strictly
-	// (an unknown field, a value of the wrong type); raw is the stored
-	// JSON, written back unchanged so that no write of ours loses it.
-	decodeErr error
+	// raw is the JSON the spec was decoded from. It is written back
+	// unchanged while the spec still means the same, so that a write of
+	// ours (a finalizer) neither rewrites what the user applied nor bumps
+	// the generation; and always when it did not decode strictly, so that
+	// nothing the user wrote is lost. decodeErr says why it did not.
 	raw       json.RawMessage
+	decodeErr error
 }
 
 // UnmarshalJSON decodes strictly. A spec that is not strictly valid JSON
@@ -75,15 +78,17 @@ type LoadTestSpec struct {
 func (s *LoadTestSpec) UnmarshalJSON(b []byte) error {
 	type plain LoadTestSpec
 	var p plain
+	raw := append(json.RawMessage(nil), b...)
 	if err := meta.DecodeStrict(b, &p); err != nil {
 		var q plain
 		_ = json.Unmarshal(b, &q) // best effort: fills what it can
 		*s = LoadTestSpec(q)
 		s.decodeErr = errs.WithField(decodeError(b, err), "spec")
-		s.raw = append(json.RawMessage(nil), b...)
+		s.raw = raw
 		return nil
 	}
 	*s = LoadTestSpec(p)
+	s.raw = raw
 	return nil
 }
 
@@ -130,11 +135,25 @@ func decodeError(b []byte, err error) error {
 // MarshalJSON writes the spec; a spec that did not decode strictly is
 // written back exactly as it was read.
 func (s LoadTestSpec) MarshalJSON() ([]byte, error) {
-	if s.decodeErr != nil && s.raw != nil {
+	if s.raw != nil && (s.decodeErr != nil || s.sameAsRaw()) {
 		return s.raw, nil
 	}
 	type plain LoadTestSpec
-	return json.Marshal(plain(s))
+	p := plain(s)
+	p.raw, p.decodeErr = nil, nil
+	return json.Marshal(p)
+}
+
+// sameAsRaw reports whether s still holds what raw decodes to.
+func (s *LoadTestSpec) sameAsRaw() bool {
+	var d LoadTestSpec
+	if d.UnmarshalJSON(s.raw) != nil || d.decodeErr != nil {
+		return false
+	}
+	d.raw, d.decodeErr = nil, nil
+	c := *s
+	c.raw, c.decodeErr = nil, nil
+	return reflect.DeepEqual(&c, &d)
 }
 
 // Parts returns the number of parts the test runs in: Parallelism, or 1.

@@ -151,6 +151,30 @@ func TestSpecErrors(t *testing.T) {
 	}
 }
 
+// TestSpecIsWrittenBackAsApplied checks that a spec is written back in
+// the form it was read in while it means the same (a finalizer update of
+// ours must not rewrite the user's spec or bump its generation), and that
+// a change is written.
+func TestSpecIsWrittenBackAsApplied(t *testing.T) {
+	in := `{"cancel":false,"duration":"1m","pools":[` + okPool + `]}`
+	var s LoadTestSpec
+	if err := json.Unmarshal([]byte(in), &s); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := json.Marshal(s); err != nil || string(out) != in {
+		t.Fatalf("written back as %s (%v)", out, err)
+	}
+	s.Cancel = true
+	out, err := json.Marshal(s)
+	if err != nil || !strings.Contains(string(out), `"cancel":true`) || !strings.Contains(string(out), `"duration":"1m0s"`) {
+		t.Fatalf("a changed spec written as %s (%v)", out, err)
+	}
+	var back LoadTestSpec
+	if err := json.Unmarshal(out, &back); err != nil || !back.Cancel || back.Duration != s.Duration {
+		t.Fatalf("%v: %+v", err, back)
+	}
+}
+
 // TestUndecodableSpecIsKept checks that a spec that does not decode
 // strictly is written back as it was: a status write or a finalizer
 // update of ours never loses what the user wrote.
