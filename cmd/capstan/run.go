@@ -17,6 +17,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/controller"
 	"github.com/capstanhq/capstan/pkg/coordination"
 	"github.com/capstanhq/capstan/pkg/errs"
+	loadtestresource "github.com/capstanhq/capstan/pkg/loadtest/resource"
 	"github.com/capstanhq/capstan/pkg/manager"
 	"github.com/capstanhq/capstan/pkg/store"
 	"github.com/capstanhq/capstan/pkg/store/embedded"
@@ -89,6 +90,9 @@ func builtinScheme() *store.Scheme {
 	s := store.NewScheme()
 	if err := coordination.AddToScheme(s); err != nil {
 		panic(err) // programmer error: duplicate built-in kinds
+	}
+	if err := loadtestresource.AddToScheme(s); err != nil {
+		panic(err)
 	}
 	return s
 }
@@ -164,6 +168,9 @@ func runManager(ctx context.Context, cmd *cobra.Command, f *runFlags) error {
 		return err
 	}
 	if err := manager.AddGarbageCollector(mgr, controller.Options{}); err != nil {
+		return err
+	}
+	if err := loadtestresource.SetupWithManager(mgr, loadtestresource.Options{}); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", func(_ *http.Request) error { return nil }); err != nil {
