@@ -93,6 +93,10 @@ const (
 	// DefaultIdleTimeout is how long the tailer runs without subscriptions
 	// or calls of Current and Latest before it stops.
 	DefaultIdleTimeout = 30 * time.Second
+	// DefaultReopenInterval is Options.ReopenInterval's default.
+	DefaultReopenInterval = 5 * time.Second
+	// DefaultCurrentMaxAge is Options.CurrentMaxAge's default.
+	DefaultCurrentMaxAge = time.Minute
 	// DefaultBarrierTimeout bounds how long Latest waits for the polling
 	// tailer to catch up before it reads the newest entry itself.
 	DefaultBarrierTimeout = 2 * time.Second
@@ -128,6 +132,17 @@ type Options struct {
 	// IdleTimeout is how long the oplog tailer keeps running without
 	// subscriptions or calls of Current and Latest.
 	IdleTimeout time.Duration
+	// ReopenInterval is how long the oplog tailer keeps an awaitData
+	// cursor that brings nothing new before it opens a new one from the
+	// same position: through FerretDB a cursor has been seen to stop
+	// returning entries that a new query finds. Default
+	// DefaultReopenInterval; negative never reopens.
+	ReopenInterval time.Duration
+	// CurrentMaxAge is how long the oplog feed's Current keeps answering,
+	// while no tailer runs, with a position it learned earlier (if the
+	// oplog still holds it) instead of reading the newest entry, which on
+	// FerretDB reads the whole oplog.
+	CurrentMaxAge time.Duration
 	// OnError, if set, is told of errors the feed recovers from by
 	// retrying (a server restart, a dead cursor).
 	OnError func(error)
@@ -157,6 +172,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.CurrentMaxAge <= 0 {
+		o.CurrentMaxAge = DefaultCurrentMaxAge
+	}
+	if o.ReopenInterval == 0 {
+		o.ReopenInterval = DefaultReopenInterval
 	}
 	return o
 }

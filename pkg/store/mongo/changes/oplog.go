@@ -30,7 +30,8 @@ type OplogFeed struct {
 	mu        sync.Mutex
 	started   bool // a tailer goroutine runs
 	closed    bool
-	pos       Position       // every entry up to pos has been fanned out
+	pos       Position       // every entry up to pos has been fanned out (or, stopped: a recent position)
+	posAt     time.Time      // when pos was known to be recent, while the tailer is stopped
 	fromEmpty bool           // the tailer started on an empty oplog and saw every entry since
 	firstTS   bson.Timestamp // with fromEmpty: the first entry it saw (zero until then)
 	hist      history
@@ -73,19 +74,27 @@ func (f *OplogFeed) Mode() Mode { return ModeOplog }
 
 // Current implements Feed. While the tailer runs it is the tailer's
 // position, without a round trip (every entry after it is still to come;
-// on FerretDB reading the newest entry means reading the whole oplog);
-// otherwise it is the newest entry, and the tailer starts there. On an
-// empty oplog it is the zero timestamp, and the tailer starts so that it
-// sees the first entry ever written.
+// on FerretDB reading the newest entry means reading the whole oplog).
+// Otherwise it is a position known within CurrentMaxAge (where the tailer
+// stopped, or the newest entry read then) if the oplog still holds it, or
+// else the newest entry. On an empty oplog it is the zero timestamp, and
+// the tailer starts so that it sees the first entry ever written.
 func (f *OplogFeed) Current(ctx context.Context, _ ...Namespace) (Position, error) {
 	f.mu.Lock()
 	f.lastUse = time.Now()
-	if f.started {
-		p := f.pos
-		f.mu.Unlock()
+	p, at, started := f.pos, f.posAt, f.started
+	f.mu.Unlock()
+	if started {
 		return p, nil
 	}
-	f.mu.Unlock()
+	if p.mode == ModeOplog && !p.ts.IsZero() && time.Since(at) < f.opts.CurrentMaxAge {
+		// A recent position (where the tailer stopped, or the newest entry
+		// read a moment ago) is still good while the oplog holds it, which
+		// is cheap to tell.
+		if ok, err := f.exists(ctx, p); err == nil && ok {
+			return p, nil
+		}
+	}
 	return f.latestFromServer(ctx)
 }
 
@@ -108,8 +117,9 @@ func (f *OplogFeed) Latest(ctx context.Context, _ ...Namespace) (Position, error
 	return f.latestFromServer(ctx)
 }
 
-// latestFromServer reads the newest entry and starts the tailer there
-// when it does not run.
+// latestFromServer reads the newest entry. When the tailer does not run it
+// remembers the position for Current, and on an empty oplog it starts the
+// tailer, which then sees every entry from the first.
 func (f *OplogFeed) latestFromServer(ctx context.Context) (Position, error) {
 	ts, ok, err := f.newest(ctx)
 	if err != nil {
@@ -118,7 +128,11 @@ func (f *OplogFeed) latestFromServer(ctx context.Context) (Position, error) {
 	p := OplogPosition(ts)
 	f.mu.Lock()
 	if !f.started && !f.closed {
-		f.startLocked(p, !ok)
+		if ok {
+			f.pos, f.posAt = p, time.Now()
+		} else {
+			f.startLocked(p, true)
+		}
 	}
 	f.mu.Unlock()
 	return p, nil
@@ -197,11 +211,32 @@ func (f *OplogFeed) exists(ctx context.Context, p Position) (bool, error) {
 		}
 		ts = first
 	}
-	n, err := f.oplog.CountDocuments(ctx, bson.D{{Key: "ts", Value: ts}}, options.Count().SetLimit(1))
-	if err != nil {
-		return false, mongox.Errf(err, "look up oplog entry %d.%d", ts.T, ts.I)
+	// Capped collections lose their oldest entries first: ts is still
+	// there when the oldest entry is not newer. (A timestamp that was never
+	// written passes too; positions come from the feed.)
+	oldest, ok, err := f.oldest(ctx)
+	if err != nil || !ok {
+		return false, err
 	}
-	return n > 0, nil
+	return compareTS(oldest, ts) <= 0, nil
+}
+
+// oldest returns the timestamp of the oldest oplog entry; ok is false when
+// the oplog is empty. Reading in natural order with a limit is cheap on
+// every server.
+func (f *OplogFeed) oldest(ctx context.Context) (bson.Timestamp, bool, error) {
+	raw, err := f.oplog.FindOne(ctx, bson.D{}, options.FindOne().SetProjection(bson.D{{Key: "ts", Value: 1}})).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return bson.Timestamp{}, false, nil
+	}
+	if err != nil {
+		return bson.Timestamp{}, false, mongox.Errf(err, "read the oldest oplog entry")
+	}
+	t, i, ok := raw.Lookup("ts").TimestampOK()
+	if !ok {
+		return bson.Timestamp{}, false, errs.New(errs.Internal, "the oldest oplog entry has no timestamp")
+	}
+	return bson.Timestamp{T: t, I: i}, true, nil
 }
 
 // Subscribe implements Feed.
@@ -421,6 +456,7 @@ func (f *OplogFeed) stopIfIdle() bool {
 		return false
 	}
 	f.started = false
+	f.posAt = time.Now()
 	f.hist.reset(f.pos)
 	return true
 }
@@ -500,6 +536,7 @@ func (f *OplogFeed) tail() (int, error) {
 	var seq uint64
 	var began time.Time
 	polled := -1 // entries the last poll returned
+	lastNews := time.Now()
 	for {
 		if f.poll && cur.RemainingBatchLength() == 0 {
 			// The next TryNext polls. After a short batch the server has
@@ -529,7 +566,13 @@ func (f *OplogFeed) tail() (int, error) {
 				if f.stopIfIdle() {
 					return read, errIdle
 				}
-				continue // an empty awaitData getMore
+				// An empty awaitData getMore. Reopen now and then: a cursor
+				// can stop seeing new entries on FerretDB (see
+				// ReopenInterval).
+				if f.opts.ReopenInterval > 0 && time.Since(lastNews) > f.opts.ReopenInterval {
+					return read, nil
+				}
+				continue
 			}
 			// A poll that found nothing: the tailer is caught up.
 			f.pollFoundNothing(seq)
@@ -548,6 +591,7 @@ func (f *OplogFeed) tail() (int, error) {
 		}
 		seen++
 		polled++
+		lastNews = time.Now()
 		raw := bson.Raw(append([]byte(nil), cur.Current...))
 		e, perr := parseEntry(raw)
 		if perr != nil {
@@ -903,14 +947,11 @@ func (h *history) replay(s *oplogSub) {
 	}
 }
 
-// closeCursor closes cur, killing it on the server unless the feed is
-// closing (then the attempt would only wait for an unreachable server).
-func closeCursor(feedCtx context.Context, cur *mongo.Cursor) {
-	if feedCtx.Err() != nil {
-		_ = cur.Close(feedCtx)
-		return
-	}
+// closeCursor closes cur and kills it on the server, also when the feed is
+// closing: a cursor left open on FerretDB keeps its query open, and the
+// server's other readers may then keep seeing the data as it was.
+func closeCursor(_ context.Context, cur *mongo.Cursor) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
 	_ = cur.Close(ctx)
-	cancel()
 }
