@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -68,9 +69,10 @@ type Options struct {
 	MembershipGroup string
 	// Guns resolves gun types; default gun.NewRegistry().
 	Guns *gun.Registry
-	// Dir is the directory relative file paths in specs (ammo files,
-	// descriptor sets, TLS files) resolve against; default the process's
-	// working directory.
+	// Dir is the directory files named in specs (ammo files, descriptor
+	// sets, TLS files) are read from: their paths must be relative and
+	// stay inside it. Empty (the default) reads no files: specs that name
+	// one fail validation.
 	Dir string
 	// StartDelay is how far ahead of planning a run of several parts
 	// starts, so that every member sees its part in time; default
@@ -147,7 +149,8 @@ func SetupWithManager(mgr *manager.Manager, opts Options) error {
 		return err
 	}
 	c := &coordinator{st: mgr.Store(), cache: cache, members: opts.Membership,
-		guns: opts.Guns.Types(), startDelay: opts.StartDelay, now: meta.Now}
+		guns: opts.Guns, dir: opts.Dir, startDelay: opts.StartDelay, every: opts.ProgressInterval,
+		now: meta.Now, mirrored: map[string]time.Time{}}
 	err = builder.ControllerManagedBy(mgr).
 		Named("loadtest").
 		For(&LoadTest{}).
@@ -210,9 +213,39 @@ type coordinator struct {
 	st         store.Store
 	cache      *source.Cache
 	members    *coordination.Membership
-	guns       []string
+	guns       *gun.Registry
+	dir        string
 	startDelay time.Duration
+	every      time.Duration
 	now        func() time.Time
+
+	mu       sync.Mutex
+	mirrored map[string]time.Time // by LoadTest uid: when progress was last mirrored
+}
+
+// progressWait returns how long to wait before mirroring status when
+// only its progress changed: progress of many parts is written at most
+// once per interval, not once per part.
+func (c *coordinator) progressWait(lt *LoadTest, status *LoadTestStatus, now time.Time) time.Duration {
+	only := *status
+	only.Progress = lt.Status.Progress
+	if reflect.DeepEqual(status, &lt.Status) || !reflect.DeepEqual(&only, &lt.Status) {
+		return 0 // nothing to write, or more than progress changed
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if wait := c.mirrored[lt.UID].Add(c.every).Sub(now); wait > 0 {
+		return wait
+	}
+	c.mirrored[lt.UID] = now
+	return 0
+}
+
+// progressDone forgets a test whose progress is no longer mirrored.
+func (c *coordinator) progressDone(lt *LoadTest) {
+	c.mu.Lock()
+	delete(c.mirrored, lt.UID)
+	c.mu.Unlock()
 }
 
 // membersReady reports whether the membership has registered and listed
@@ -266,7 +299,11 @@ func (c *coordinator) Reconcile(ctx context.Context, req controller.Request) (co
 // by the next reconcile, from the assignment in status.
 func (c *coordinator) plan(ctx context.Context, lt *LoadTest, status *LoadTestStatus) (controller.Result, error) {
 	now := c.now()
-	if err := lt.Spec.Validate(c.guns); err != nil {
+	err := lt.Spec.Validate()
+	if err == nil {
+		err = checkRunnable(&lt.Spec.Spec, c.guns.Types(), c.dir)
+	}
+	if err != nil {
 		msg := err.Error()
 		status.Phase, status.Reason, status.Message = PhaseFailed, ReasonInvalidSpec, msg
 		status.EndTime = now
@@ -489,8 +526,12 @@ func (c *coordinator) running(ctx context.Context, lt *LoadTest, status *LoadTes
 	}
 	if !allFinal {
 		status.Reason = ReasonRunning
+		if wait := c.progressWait(lt, status, now); wait > 0 {
+			return controller.Result{RequeueAfter: wait}, nil
+		}
 		return c.writeStatus(ctx, lt, status)
 	}
+	c.progressDone(lt)
 	if err := c.finish(lt, status, views, now); err != nil {
 		return controller.Result{}, err
 	}

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capstanhq/capstan/pkg/coordination"
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
+	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
+	"github.com/capstanhq/capstan/pkg/loadtest/schedule"
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
 )
@@ -309,5 +312,42 @@ func TestBadSpec(t *testing.T) {
 	lt = waitFor(t, st, "ftp", "to observe generation 2", func(lt *LoadTest) bool { return lt.Status.ObservedGeneration == 2 })
 	if lt.Status.Phase != PhaseFailed || lt.Status.RunGeneration != 1 || srv.requests.Load() != 3 {
 		t.Errorf("a failed run ran again: %s, server saw %d", describe(lt), srv.requests.Load())
+	}
+}
+
+// TestRunnerRefusesFiles writes a part directly, past the LoadTest
+// controller's checks, naming a file outside any files directory: its
+// runner refuses it too and fires nothing.
+func TestRunnerRefusesFiles(t *testing.T) {
+	srv := newTarget(t)
+	st := newStore(t)
+	startReplica(t, st, Options{})
+	var member string
+	eventually(t, "a member", func() (bool, string) {
+		ms, _, err := store.ListOf[coordination.Member](context.Background(), st, store.ListOptions{Namespace: ns})
+		if err != nil || len(ms) == 0 {
+			return false, fmt.Sprint(err)
+		}
+		member = ms[0].Name
+		return true, ""
+	})
+	s := spec(srv.URL, 10, time.Second)
+	s.Pools[0].Ammo = ammo.Spec{Type: "file", File: "/etc/passwd", Format: ammo.URI}
+	p := &LoadTestPart{ObjectMeta: meta.ObjectMeta{Namespace: ns, Name: "sneaky"},
+		Spec: LoadTestPartSpec{Member: member, Share: schedule.Share{Count: 1}, Test: s.Spec}}
+	if err := st.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the part to fail", func() (bool, string) {
+		if err := st.Get(context.Background(), meta.KeyOf(p), p); err != nil {
+			return false, err.Error()
+		}
+		return p.Status.Phase.Final(), string(p.Status.Phase)
+	})
+	if p.Status.Phase != PhaseFailed || p.Status.Reason != ReasonInvalidSpec || !strings.Contains(p.Status.Message, "spec.pools[0].ammo.file") {
+		t.Errorf("part %+v", p.Status)
+	}
+	if n := srv.requests.Load(); n != 0 {
+		t.Errorf("%d shots fired", n)
 	}
 }

@@ -21,9 +21,12 @@
 // ("spec.pools[0].rps[0].duration: …"), as does every other invalid value.
 // Environment placeholders (${env:NAME}) are not expanded in a resource,
 // and report files are refused (spec.report): results go to the status,
-// never to files of the process that happens to run the test. Relative
-// file paths (ammo files, descriptor sets, TLS files) resolve against
-// Options.Dir on the member that runs the part.
+// never to files of the process that happens to run the test. Whoever may
+// write a LoadTest must not get to read the runners' files either: files
+// (ammo files, descriptor sets, TLS files) are read only when the
+// controller has a files directory (Options.Dir), only by relative paths
+// that stay inside it; other specs that name files fail as InvalidSpec.
+// Runners apply the same checks to the parts they are given.
 //
 // Status: phase (Pending, Running, Succeeded, Failed, Cancelled) with a
 // reason and message, startTime and endTime, observedGeneration and
@@ -58,12 +61,13 @@
 //     reason WaitingForMembers), then puts a finalizer on the test and
 //     writes the plan into its status with a compare-and-swap: the
 //     parts, the member of each, and the start time (StartDelay ahead
-//     for N > 1, at once for one part). Only the writer of the plan
-//     creates the LoadTestPart objects (owned by the LoadTest, named
-//     NAME-i), so replicas that coordinate at the same time still agree
-//     on one plan. It then mirrors the parts' progress into the test's
-//     status, forwards spec.cancel and deletion to the parts (part
-//     spec.cancel), and when every part has ended merges their
+//     for N > 1, at once for one part). The LoadTestPart objects (owned
+//     by the LoadTest, named NAME-i) are created from the stored plan
+//     only, so replicas that coordinate at the same time (without leader
+//     election) still agree on one plan. It then mirrors the parts'
+//     progress into the test's status (at most once per
+//     ProgressInterval), forwards spec.cancel and deletion to the parts
+//     (part spec.cancel), and when every part has ended merges their
 //     histograms (aggregate.Result.Merge: lossless, so the merged
 //     quantiles are those of the union of all shots) and judges the
 //     whole-run thresholds on the merged result.

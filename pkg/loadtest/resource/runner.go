@@ -206,16 +206,22 @@ func (r *runner) execute(ctx context.Context, cancel context.CancelCauseFunc, se
 	}
 
 	var latest atomic.Pointer[engine.Progress]
-	eng, err := engine.New(ctx, &part.Spec.Test, engine.Options{
-		Registry: r.guns, Dir: r.dir, Share: part.Spec.Share, StartAt: part.Spec.StartAt,
-		Observer:         func(p engine.Progress) { latest.Store(&p) },
-		ProgressInterval: r.every,
-	})
+	// Parts are written by the coordinator, but whoever can write one
+	// must not get more from this runner than a LoadTest would.
+	err = checkRunnable(&part.Spec.Test, r.guns.Types(), r.dir)
+	var eng *engine.Engine
+	if err == nil {
+		eng, err = engine.New(ctx, &part.Spec.Test, engine.Options{
+			Registry: r.guns, Dir: r.dir, Share: part.Spec.Share, StartAt: part.Spec.StartAt,
+			Observer:         func(p engine.Progress) { latest.Store(&p) },
+			ProgressInterval: r.every,
+		})
+		err = errs.WithField(err, "spec")
+	}
 	if err != nil {
 		final.Phase, final.Reason = PhaseFailed, ReasonRunFailed
 		if errs.IsInvalidArgument(err) {
 			final.Reason = ReasonInvalidSpec
-			err = errs.WithField(err, "spec")
 		}
 		final.Message = err.Error()
 		log.Info("part cannot run", "error", err.Error())

@@ -3,8 +3,10 @@ package resource
 import (
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -165,9 +167,9 @@ func (s *LoadTestSpec) Parts() int {
 }
 
 // Validate checks the spec without I/O and returns the first problem,
-// naming its field from "spec" ("spec.pools[0].rps[0].duration"). knownGuns,
-// if not nil, lists the gun types that exist.
-func (s *LoadTestSpec) Validate(knownGuns []string) error {
+// naming its field from "spec" ("spec.pools[0].rps[0].duration"). The
+// controller checks more (gun types, file paths) against its Options.
+func (s *LoadTestSpec) Validate() error {
 	if s.decodeErr != nil {
 		return s.decodeErr
 	}
@@ -180,15 +182,32 @@ func (s *LoadTestSpec) Validate(knownGuns []string) error {
 	if s.Report != (config.Report{}) {
 		return errs.Invalid("spec.report", "a LoadTest writes its results into its status, not into files of the process running it; remove report")
 	}
-	if knownGuns != nil {
-		for i := range s.Pools {
-			t := s.Pools[i].Gun.Type
-			known := false
-			for _, k := range knownGuns {
-				known = known || k == t
-			}
-			if !known {
-				return errs.Invalid("spec.pools["+strconv.Itoa(i)+"].gun.type", "unknown gun type %q (known: %v)", t, knownGuns)
+	return nil
+}
+
+// checkRunnable checks what depends on the processes that run the parts:
+// every gun type must be known (knownGuns), and files may only be named
+// when filesDir is set, by paths that stay inside it, so that whoever
+// may write a LoadTest cannot make the runners read other files.
+func checkRunnable(s *config.Spec, knownGuns []string, filesDir string) error {
+	for i := range s.Pools {
+		p := &s.Pools[i]
+		field := "spec.pools[" + strconv.Itoa(i) + "]"
+		if !slices.Contains(knownGuns, p.Gun.Type) {
+			return errs.Invalid(field+".gun.type", "unknown gun type %q (known: %v)", p.Gun.Type, knownGuns)
+		}
+		files := []struct{ field, path string }{{".ammo.file", p.Ammo.File}, {".gun.descriptorSet", p.Gun.DescriptorSet}}
+		if t := p.Gun.TLS; t != nil {
+			files = append(files, struct{ field, path string }{".gun.tls.caFile", t.CAFile},
+				struct{ field, path string }{".gun.tls.certFile", t.CertFile}, struct{ field, path string }{".gun.tls.keyFile", t.KeyFile})
+		}
+		for _, f := range files {
+			switch {
+			case f.path == "":
+			case filesDir == "":
+				return errs.Invalid(field+f.field, "this controller reads no files for LoadTests (it has no files directory); use inline ammo")
+			case !filepath.IsLocal(f.path):
+				return errs.Invalid(field+f.field, "%q must be a relative path inside the controller's files directory", f.path)
 			}
 		}
 	}

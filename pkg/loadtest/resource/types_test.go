@@ -64,7 +64,7 @@ func TestConfigDropsIn(t *testing.T) {
 	if lt.Spec.Parallelism != 2 || lt.Spec.Parts() != 2 {
 		t.Errorf("parallelism %d", lt.Spec.Parallelism)
 	}
-	if err := lt.Spec.Validate(gun.NewRegistry().Types()); err != nil {
+	if err := lt.Spec.Validate(); err != nil {
 		t.Errorf("validate: %v", err)
 	}
 	// The JSON form decodes to the same spec.
@@ -100,7 +100,10 @@ func TestExampleIsValid(t *testing.T) {
 			t.Fatal(err)
 		}
 		lt := get(t, st, o.Name)
-		if err := lt.Spec.Validate(gun.NewRegistry().Types()); err != nil {
+		if err := lt.Spec.Validate(); err != nil {
+			t.Errorf("%s: %v", o.Name, err)
+		}
+		if err := checkRunnable(&lt.Spec.Spec, gun.NewRegistry().Types(), ""); err != nil {
 			t.Errorf("%s: %v", o.Name, err)
 		}
 	}
@@ -134,19 +137,46 @@ func TestSpecErrors(t *testing.T) {
 		{"negative rate", pool(`{"type":"once","times":1}`, `{"type":"const","ops":-1,"duration":"1s"}`), "spec.pools[0].rps[0].ops"},
 		{"no pools", `{"pools":[]}`, "spec.pools"},
 		{"report", `{"report":{"json":"/etc/out.json"},"pools":[` + okPool + `]}`, "spec.report"},
-		{"unknown gun", pool(`"type":"http"`, `"type":"carrier-pigeon"`), "spec.pools[0].gun.type"},
 		{"bad threshold", `{"thresholds":["p99 ~ 1s"],"pools":[` + okPool + `]}`, "spec.thresholds[0]"},
 	}
-	guns := gun.NewRegistry().Types()
 	for _, c := range cases {
 		var s LoadTestSpec
 		if err := json.Unmarshal([]byte(c.in), &s); err != nil {
 			t.Errorf("%s: decode failed: %v", c.name, err)
 			continue
 		}
-		err := s.Validate(guns)
+		err := s.Validate()
 		if !errs.IsInvalidArgument(err) || errs.FieldOf(err) != c.field {
 			t.Errorf("%s: %v, want InvalidArgument on %s", c.name, err, c.field)
+		}
+	}
+}
+
+// TestRunnableChecks checks gun types and the file policy: no files
+// without a files directory, and only paths inside it with one.
+func TestRunnableChecks(t *testing.T) {
+	guns := gun.NewRegistry().Types()
+	cases := []struct {
+		name, in, dir, field string
+	}{
+		{"ok", okPool, "", ""},
+		{"unknown gun", strings.Replace(okPool, `"type":"http"`, `"type":"carrier-pigeon"`, 1), "", "spec.pools[0].gun.type"},
+		{"file without dir", strings.Replace(okPool, `"requests":[{"uri":"/"}]`, `"file":"ammo.jsonl"`, 1), "", "spec.pools[0].ammo.file"},
+		{"file inside dir", strings.Replace(okPool, `"requests":[{"uri":"/"}]`, `"file":"sub/ammo.jsonl"`, 1), "/srv/ammo", ""},
+		{"absolute file", strings.Replace(okPool, `"requests":[{"uri":"/"}]`, `"file":"/etc/passwd"`, 1), "/srv/ammo", "spec.pools[0].ammo.file"},
+		{"escaping file", strings.Replace(okPool, `"requests":[{"uri":"/"}]`, `"file":"../../etc/passwd"`, 1), "/srv/ammo", "spec.pools[0].ammo.file"},
+		{"descriptor set", strings.Replace(okPool, `"type":"http"`, `"type":"grpc","descriptorSet":"/x.pb"`, 1), "/srv", "spec.pools[0].gun.descriptorSet"},
+		{"tls key", strings.Replace(okPool, `"type":"http"`, `"type":"http","tls":{"keyFile":"../k.pem"}`, 1), "/srv", "spec.pools[0].gun.tls.keyFile"},
+	}
+	for _, c := range cases {
+		var s LoadTestSpec
+		if err := json.Unmarshal([]byte(`{"pools":[`+okPool+`,`+strings.Replace(c.in, `"id":"a"`, `"id":"b"`, 1)+`]}`), &s); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		err := checkRunnable(&s.Spec, guns, c.dir)
+		field := strings.Replace(c.field, "pools[0]", "pools[1]", 1)
+		if c.field == "" && err != nil || c.field != "" && (!errs.IsInvalidArgument(err) || errs.FieldOf(err) != field) {
+			t.Errorf("%s: %v, want an error on %q", c.name, err, field)
 		}
 	}
 }
@@ -189,7 +219,7 @@ func TestUndecodableSpecIsKept(t *testing.T) {
 		t.Fatalf("written back as %s (%v)", out, err)
 	}
 	c := meta.DeepCopyValue(s)
-	if out, _ := json.Marshal(c); string(out) != in || c.Validate(nil) == nil {
+	if out, _ := json.Marshal(c); string(out) != in || c.Validate() == nil {
 		t.Fatalf("a copy lost the raw spec or its error: %s", out)
 	}
 }
