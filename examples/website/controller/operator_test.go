@@ -18,6 +18,8 @@ import (
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
 	"github.com/capstanhq/capstan/pkg/store/memory"
+	mongostore "github.com/capstanhq/capstan/pkg/store/mongo"
+	"github.com/capstanhq/capstan/pkg/store/mongo/mongotest"
 
 	"github.com/capstanhq/capstan/examples/website/api"
 	"github.com/capstanhq/capstan/examples/website/controller"
@@ -43,8 +45,23 @@ func memoryBackend() backend {
 	}}
 }
 
+// mongoBackend stores in a database of its own on the shared test server,
+// watching through the oplog as on the embedded server (auto-detected on a
+// real MongoDB).
+func mongoBackend() backend {
+	return backend{name: "mongo", newStore: func(t *testing.T, scheme *store.Scheme) store.Store {
+		db := mongotest.Database(t)
+		st, err := mongostore.New(context.Background(), db.Client(), scheme, mongostore.Options{Database: db.Name()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close(context.Background()) })
+		return st
+	}}
+}
+
 // backends are the stores every operator test runs against.
-func backends() []backend { return []backend{memoryBackend()} }
+func backends() []backend { return []backend{memoryBackend(), mongoBackend()} }
 
 // recordingDNS is a DNS registry that notes, on every Remove, whether the
 // Website was still in the store, marked for deletion: the finalizer must
