@@ -13,7 +13,7 @@
 //
 //	{_id: "namespace/name" (or "name"), metadata: {...}, spec: {...},
 //	 status: {...}, <other top-level fields>,
-//	 _specHash, _statusHash, _restBytes}
+//	 _capstan: {spec: <hash>, status: <hash>, rest: <bytes>}}
 //
 // Objects go through encoding/json (their JSON tags, MarshalJSON methods,
 // omitempty and omitzero decide the shape), and the JSON becomes BSON with
@@ -27,13 +27,14 @@
 // %00, a leading '$' → %24, "" → %; so label keys like
 // app.kubernetes.io/name are stored as app%2Ekubernetes%2Eio/name, which
 // also lets queries address them. An unstructured object's kind is not
-// stored (the collection is the kind); its apiVersion is, when set. The
-// fields starting with "_" are the store's: a hash of the spec (the
-// generation rule), a hash of the status (Update's check that it leaves
-// the status alone) and the JSON size without the status (UpdateStatus'
-// size check). Indexes: metadata.uid (unique), metadata.namespace +
-// metadata.name (List's order) and, on MongoDB, a wildcard index on
-// metadata.labels.
+// stored (the collection is the kind); its apiVersion is, when set.
+// _capstan is the store's: a hash of the spec (the generation rule), a
+// hash of the status (Update's check that it leaves the status alone) and
+// the JSON size without the status (UpdateStatus' size check). Write
+// filters name only _id and dotted paths, which FerretDB needs to serve
+// them from its _id index instead of reading the collection. Indexes:
+// metadata.uid (unique), metadata.namespace + metadata.name (List's order)
+// and, on MongoDB, a wildcard index on metadata.labels.
 //
 // # Writes
 //
@@ -71,9 +72,12 @@
 //
 // Revisions are change-feed positions (package changes): oplog timestamps
 // ("o:…") or change-stream resume tokens ("c:…"); a revision of the other
-// mode or a malformed one is errs.InvalidArgument. List's revision is the
-// feed's position read before its query, so a watch from it may repeat
-// changes the list showed but misses none. Watch subscribes to the kind's
+// mode or a malformed one is errs.InvalidArgument. List's revision is a
+// feed position taken before its query (changes.Feed.Current: the
+// tailer's position, or one learned within a minute, so that a List does
+// not read the whole oplog on FerretDB), so a watch from it may repeat
+// changes the list showed but misses none. Watch from no revision starts
+// at the newest entry (changes.Feed.Latest). Watch subscribes to the kind's
 // collection: in oplog mode all watches of a store share one tailable
 // cursor; in change-stream mode each watch has its own stream. Update
 // events whose log entry holds only a diff (real MongoDB) are completed

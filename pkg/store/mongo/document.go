@@ -17,20 +17,29 @@ import (
 	"github.com/capstanhq/capstan/pkg/store"
 )
 
-// Top-level fields the store adds to every document. Resources cannot have
-// top-level fields starting with "_" (Kind.Validate), so they never clash.
+// Fields the store adds to every document: _id, and its own bookkeeping
+// in one top-level "_capstan" document. Resources cannot have top-level
+// fields starting with "_" (Kind.Validate), so they never clash. Filters
+// name the bookkeeping by dotted paths: FerretDB serves a query from its
+// _id index only when no other top-level field is named.
 const (
 	fieldID = "_id"
-	// fieldSpecHash holds a hash of the stored spec, so that Update can
-	// tell in its filter whether the spec changed (generation).
-	fieldSpecHash = "_specHash"
-	// fieldStatusHash holds a hash of the stored status, so that Update
-	// can check in its filter that the status it carries is the stored one.
-	fieldStatusHash = "_statusHash"
-	// fieldRestBytes holds the JSON size of the stored object without its
+	// fieldStore is the store's subdocument.
+	fieldStore = "_capstan"
+	// keySpecHash holds a hash of the stored spec, so that Update can tell
+	// in its filter whether the spec changed (generation).
+	keySpecHash = "spec"
+	// keyStatusHash holds a hash of the stored status, so that Update can
+	// check in its filter that the status it carries is the stored one.
+	keyStatusHash = "status"
+	// keyRestBytes holds the JSON size of the stored object without its
 	// status (and without an unstructured object's kind, which is not
 	// stored), so that UpdateStatus can bound the size in its filter.
-	fieldRestBytes = "_restBytes"
+	keyRestBytes = "rest"
+
+	fieldSpecHash   = fieldStore + "." + keySpecHash
+	fieldStatusHash = fieldStore + "." + keyStatusHash
+	fieldRestBytes  = fieldStore + "." + keyRestBytes
 )
 
 // statusOverhead and kindOverhead are the JSON sizes of `,"status":`
@@ -145,9 +154,13 @@ func (t *objectTree) build(id string) (*document, error) {
 	}
 	d.specHash = hashBytes(specEl)
 	d.statusHash = hashBytes(statusEl)
-	buf = bsoncore.AppendStringElement(buf, fieldSpecHash, d.specHash)
-	buf = bsoncore.AppendStringElement(buf, fieldStatusHash, d.statusHash)
-	buf = bsoncore.AppendInt64Element(buf, fieldRestBytes, d.restBytes)
+	sidx, buf := bsoncore.AppendDocumentElementStart(buf, fieldStore)
+	buf = bsoncore.AppendStringElement(buf, keySpecHash, d.specHash)
+	buf = bsoncore.AppendStringElement(buf, keyStatusHash, d.statusHash)
+	buf = bsoncore.AppendInt64Element(buf, keyRestBytes, d.restBytes)
+	if buf, err = bsoncore.AppendDocumentEnd(buf, sidx); err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "build document")
+	}
 	if buf, err = bsoncore.AppendDocumentEnd(buf, idx); err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "build document")
 	}
@@ -234,12 +247,6 @@ func decodeObject(raw bson.Raw, kind *store.Kind, obj meta.Object) error {
 		return errs.Wrap(errs.DataLoss, err, "stored %s document cannot be decoded into %T", kind.Name, obj)
 	}
 	return nil
-}
-
-// storedString returns a top-level string field of a stored document.
-func storedString(raw bson.Raw, name string) string {
-	s, _ := raw.Lookup(name).StringValueOK()
-	return s
 }
 
 // storedMeta returns the uid and resourceVersion of a stored document.

@@ -77,8 +77,8 @@ func parseContinue(s string, mode changes.Mode) (continueToken, error) {
 	return t, nil
 }
 
-// List implements store.Reader. The revision is the change feed's
-// position read before the query (the first page's, on later pages).
+// List implements store.Reader. The revision is a change feed position
+// taken before the query (the first page's, on later pages).
 // Pages continue after the last key returned, so an object present
 // during the whole paging appears exactly once. Selector requirements on
 // label keys that can be addressed go into the query; the selector is

@@ -262,5 +262,6 @@ func (c *specCache) get(uid, rv string) (string, bool) {
 // remember records the spec hash of a stored document.
 func (s *Store) remember(raw bson.Raw) {
 	uid, rv := storedMeta(raw)
-	s.specs.put(uid, rv, storedString(raw, fieldSpecHash))
+	h, _ := raw.Lookup(fieldStore, keySpecHash).StringValueOK()
+	s.specs.put(uid, rv, h)
 }
