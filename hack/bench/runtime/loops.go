@@ -299,12 +299,16 @@ type rounds struct {
 	cpu []float64
 }
 
-// throughput runs rounds of "update every object once" through a running
-// loop.
-func throughput(ctx context.Context, c config, st store.Store, objs []*Item, tr *tracker, base int64) (rounds, error) {
+// all picks every object in every round.
+func all(objs []*Item) func(int) []*Item { return func(int) []*Item { return objs } }
+
+// throughput runs rounds of "update each picked object once" through a
+// running loop.
+func throughput(ctx context.Context, c config, st store.Store, pick func(round int) []*Item, tr *tracker, base int64) (rounds, error) {
 	var out rounds
-	n := float64(len(objs))
 	for r := range c.rounds {
+		objs := pick(r)
+		n := float64(len(objs))
 		done := tr.arm(int64(len(objs)))
 		cpu0 := cpuTime()
 		t0 := time.Now()
@@ -326,12 +330,13 @@ func throughput(ctx context.Context, c config, st store.Store, objs []*Item, tr 
 	return out, nil
 }
 
-// writeRate runs rounds of "update every object once" with nothing
+// writeRate runs rounds of "update each picked object once" with nothing
 // watching; reconciles stays empty.
-func writeRate(ctx context.Context, c config, st store.Store, objs []*Item, base int64) (rounds, error) {
+func writeRate(ctx context.Context, c config, st store.Store, pick func(round int) []*Item, base int64) (rounds, error) {
 	var out rounds
-	n := float64(len(objs))
 	for r := range c.rounds {
+		objs := pick(r)
+		n := float64(len(objs))
 		cpu0 := cpuTime()
 		t0 := time.Now()
 		wrote, err := updateAll(ctx, st, objs, c.writers, base+int64(r))

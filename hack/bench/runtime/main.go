@@ -42,21 +42,25 @@ import (
 )
 
 type config struct {
-	n             int           // objects in the throughput and latency runs
-	syncN         int           // objects in the memory cache-sync run
-	mongoSyncN    int           // objects in the Mongo cache-sync run
-	rounds        int           // rounds per throughput measurement
-	syncRounds    int           // rounds per sync measurement
-	workers       int           // reconcile workers
-	writers       int           // concurrent writers
-	latency       int           // latency samples (memory)
-	mongoLatency  int           // latency samples (Mongo)
-	mongo         bool          // run the Mongo part
-	roundTimeout  time.Duration // give up on a round after this long
-	mongoURI      string        // use this server instead of an embedded one
-	cpuProfile    string
-	memoryHistory int
-	parts         map[string]bool // parts to run
+	n               int           // objects in the throughput and latency runs
+	syncN           int           // objects in the memory cache-sync run
+	rounds          int           // rounds per throughput measurement
+	syncRounds      int           // rounds per memory sync measurement
+	mongoSyncRounds int           // rounds per Mongo sync measurement
+	workers         int           // reconcile workers
+	writers         int           // concurrent writers
+	latency         int           // latency samples (memory)
+	mongoLatency    int           // latency samples (Mongo)
+	mongoRounds     int           // rounds per Mongo throughput measurement
+	mongoN          int           // objects in the Mongo throughput run
+	mongoUpdates    int           // updates per Mongo throughput round
+	mongoWriters    int           // concurrent writers on Mongo
+	mongo           bool          // run the Mongo part
+	roundTimeout    time.Duration // give up on a round after this long
+	mongoURI        string        // use this server instead of an embedded one
+	cpuProfile      string
+	memoryHistory   int
+	parts           map[string]bool // parts to run
 }
 
 // has reports whether part is to run.
@@ -66,13 +70,17 @@ func main() {
 	var c config
 	flag.IntVar(&c.n, "n", 10000, "objects updated per throughput round")
 	flag.IntVar(&c.syncN, "sync-n", 100000, "objects in the memory cache-sync run")
-	flag.IntVar(&c.mongoSyncN, "mongo-sync-n", 10000, "objects in the Mongo cache-sync run")
 	flag.IntVar(&c.rounds, "rounds", 5, "rounds per throughput figure (the median is reported)")
-	flag.IntVar(&c.syncRounds, "sync-rounds", 3, "rounds per cache-sync figure")
+	flag.IntVar(&c.syncRounds, "sync-rounds", 3, "rounds per memory cache-sync figure")
+	flag.IntVar(&c.mongoSyncRounds, "mongo-sync-rounds", 2, "rounds per Mongo cache-sync figure")
 	flag.IntVar(&c.workers, "workers", 2, "reconcile workers (MaxConcurrentReconciles)")
 	flag.IntVar(&c.writers, "writers", 2, "concurrent writers driving the updates")
 	flag.IntVar(&c.latency, "latency-samples", 2000, "latency samples on the memory store")
-	flag.IntVar(&c.mongoLatency, "mongo-latency-samples", 300, "latency samples on the Mongo store")
+	flag.IntVar(&c.mongoLatency, "mongo-latency-samples", 20, "latency samples on the Mongo store")
+	flag.IntVar(&c.mongoRounds, "mongo-rounds", 3, "rounds per Mongo throughput figure")
+	flag.IntVar(&c.mongoN, "mongo-n", 10000, "objects in the Mongo runs (cache sync and throughput)")
+	flag.IntVar(&c.mongoUpdates, "mongo-updates", 8, "updates per Mongo throughput round (distinct objects)")
+	flag.IntVar(&c.mongoWriters, "mongo-writers", 4, "concurrent writers on the Mongo store")
 	flag.BoolVar(&c.mongo, "mongo", true, "also run the Mongo part on an embedded server")
 	flag.StringVar(&c.mongoURI, "mongo-uri", "", "run the Mongo part against this server instead of an embedded one")
 	flag.DurationVar(&c.roundTimeout, "round-timeout", 2*time.Minute, "give up on a round after this long")
@@ -107,8 +115,8 @@ func run(c config) error {
 	}
 	ctx := context.Background()
 	start := time.Now()
-	fmt.Printf("runtime bench: %s, GOMAXPROCS=%d, n=%d, workers=%d, writers=%d, rounds=%d\n",
-		runtime.Version(), runtime.GOMAXPROCS(0), c.n, c.workers, c.writers, c.rounds)
+	fmt.Printf("runtime bench: %s, GOMAXPROCS=%d, n=%d, workers=%d, writers=%d, rounds=%d, load average %s\n",
+		runtime.Version(), runtime.GOMAXPROCS(0), c.n, c.workers, c.writers, c.rounds, loadAverage())
 
 	var rep report
 	if err := memoryPart(ctx, c, &rep); err != nil {
@@ -120,7 +128,7 @@ func run(c config) error {
 		}
 	}
 	rep.print(os.Stdout)
-	fmt.Printf("total time %v\n", time.Since(start).Round(time.Millisecond))
+	fmt.Printf("total time %v, load average %s (other processes' load makes every figure slower)\n", time.Since(start).Round(time.Millisecond), loadAverage())
 	fmt.Println(rep.line())
 	return nil
 }
@@ -209,4 +217,17 @@ func (r *report) line() string {
 		fmt.Fprintf(&b, " %s=%s", k, v)
 	}
 	return b.String()
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages, or "?".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }

@@ -6,6 +6,10 @@ import (
 	"runtime"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
 	"github.com/capstanhq/capstan/pkg/source"
 	"github.com/capstanhq/capstan/pkg/store"
 )
@@ -73,3 +77,33 @@ func seconds(d time.Duration) float64 { return d.Seconds() }
 
 // informerPageSize is source.InformerOptions.PageSize's default.
 const informerPageSize = 1000
+
+// finder is mongo.Collection.Find.
+type finder = func(ctx context.Context, filter any, opts ...options.Lister[options.FindOptions]) (*mongo.Cursor, error)
+
+// cursorRead reads every document of a collection with the driver's
+// cursor, as a program without Capstan would, and returns how long it
+// took. Documents are not decoded.
+func cursorRead(ctx context.Context, find finder, want int) (time.Duration, error) {
+	t0 := time.Now()
+	cur, err := find(ctx, bson.D{})
+	if err != nil {
+		return 0, err
+	}
+	defer cur.Close(ctx)
+	n := 0
+	for cur.Next(ctx) {
+		if len(cur.Current) == 0 {
+			return 0, fmt.Errorf("empty document")
+		}
+		n++
+	}
+	if err := cur.Err(); err != nil {
+		return 0, err
+	}
+	took := time.Since(t0)
+	if n != want {
+		return 0, fmt.Errorf("cursor read %d documents, want %d", n, want)
+	}
+	return took, nil
+}
