@@ -3,7 +3,6 @@ package coordination
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -43,9 +42,10 @@ type ElectorConfig struct {
 	// the lease to expire.
 	ReleaseOnCancel bool
 	// OnStartedLeading is called (in its own goroutine) with a context
-	// that is cancelled when leadership ends.
+	// that is cancelled when leadership ends; it must then return.
 	OnStartedLeading func(ctx context.Context)
-	// OnStoppedLeading is called when leadership ends.
+	// OnStoppedLeading is called when leadership ends, once the
+	// OnStartedLeading callback has returned.
 	OnStoppedLeading func()
 	// OnNewLeader is called when the observed leader changes (including
 	// to this candidate).
@@ -59,15 +59,24 @@ type ElectorConfig struct {
 // Elector campaigns for a Lease with client-go's semantics and fencing:
 // the lease's LeaseTransitions is the leader's token. It implements
 // manager.LeaderElector.
+//
+// A leader considers itself leading for RenewDeadline after the start of
+// its last successful write of the lease, on its own clock; the others
+// take the lease over only LeaseDuration after they first saw that
+// version, on theirs. So leadership as reported by IsLeader never
+// overlaps between candidates, even if the leader's goroutines stall.
 type Elector struct {
 	cfg   ElectorConfig
 	clock *versionClock
 
-	leading atomic.Bool
-	token   atomic.Int64
-	mu      sync.Mutex
-	leader  string
-	lease   *Lease // last lease this candidate wrote or read
+	mu       sync.Mutex
+	leading  bool
+	renewed  time.Time // start of the last successful write while leading
+	token    int64
+	maxToken int64 // highest LeaseTransitions seen
+	leader   string
+	lease    *Lease // last lease this candidate wrote or read
+	running  bool
 }
 
 // NewElector validates cfg (durations default to 15s/10s/2s) and returns
@@ -108,8 +117,17 @@ func NewElector(cfg ElectorConfig) (*Elector, error) {
 	return &Elector{cfg: cfg, clock: newVersionClock()}, nil
 }
 
-// IsLeader reports whether this candidate currently leads.
-func (e *Elector) IsLeader() bool { return e.leading.Load() }
+// IsLeader reports whether this candidate currently leads: it won the
+// lease and its last renewal started less than RenewDeadline ago.
+func (e *Elector) IsLeader() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.validLocked()
+}
+
+func (e *Elector) validLocked() bool {
+	return e.leading && time.Since(e.renewed) < e.cfg.RenewDeadline
+}
 
 // Leader returns the identity of the last observed leader.
 func (e *Elector) Leader() string {
@@ -121,21 +139,40 @@ func (e *Elector) Leader() string {
 // Token returns the fencing token of the current leadership (0 when not
 // leading).
 func (e *Elector) Token() int64 {
-	if !e.leading.Load() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.validLocked() {
 		return 0
 	}
-	return e.token.Load()
+	return e.token
 }
 
 // FenceName is the name under which the leader's writes are fenced
 // (store.WithFence(e.FenceName(), e.Token())).
 func (e *Elector) FenceName() string { return "Lease/" + e.cfg.Lease.String() }
 
-// Run campaigns until ctx ends. While leading it calls onStarted (and
-// OnStartedLeading) once; if leadership is lost it returns an error. It
-// returns nil when ctx ends (after releasing the lease if
-// ReleaseOnCancel).
+// Run campaigns until ctx ends. Once leading it calls onStarted and
+// OnStartedLeading, each in its own goroutine, with a context that ends
+// with the leadership; they must return when it ends, and Run waits for
+// them. When leadership ends, OnStoppedLeading is called after they
+// returned. If leadership is lost, Run returns an error (errs.Aborted).
+// When ctx ends it returns nil, after giving the lease up if
+// ReleaseOnCancel (once the callbacks above have returned, so that a
+// successor never overlaps with them). An Elector runs one campaign at a
+// time.
 func (e *Elector) Run(ctx context.Context, onStarted func(ctx context.Context)) error {
+	e.mu.Lock()
+	if e.running {
+		e.mu.Unlock()
+		return errs.New(errs.FailedPrecondition, "elector for lease %s is already running", e.cfg.Lease)
+	}
+	e.running = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.running = false
+		e.mu.Unlock()
+	}()
 	defer e.cfg.Metrics.setLeader(e.cfg.Lease, false)
 	if !e.acquire(ctx) {
 		return nil // ctx ended while following
@@ -149,14 +186,17 @@ func (e *Elector) Run(ctx context.Context, onStarted func(ctx context.Context)) 
 		}
 	}
 	err := e.renew(ctx)
-	e.leading.Store(false)
+	e.mu.Lock()
+	e.leading = false
+	e.mu.Unlock()
+	e.cfg.Metrics.setLeader(e.cfg.Lease, false)
 	cancel()
+	wg.Wait()
 	if e.cfg.OnStoppedLeading != nil {
 		e.cfg.OnStoppedLeading()
 	}
-	e.cfg.Metrics.setLeader(e.cfg.Lease, false)
 	if err == nil && e.cfg.ReleaseOnCancel {
-		e.release()
+		e.release() // only now may a successor start leading
 	}
 	return err
 }
@@ -164,8 +204,8 @@ func (e *Elector) Run(ctx context.Context, onStarted func(ctx context.Context)) 
 // acquire retries until this candidate holds the lease or ctx ends.
 func (e *Elector) acquire(ctx context.Context) bool {
 	for {
-		if ok, _ := e.tryAcquireOrRenew(ctx); ok {
-			e.cfg.Logger.Info("acquired lease", "lease", e.cfg.Lease, "token", e.token.Load())
+		if ok, _ := e.tryAcquireOrRenew(ctx, time.Now()); ok {
+			e.cfg.Logger.Info("acquired lease", "lease", e.cfg.Lease, "token", e.Token())
 			return true
 		}
 		if !sleepJitter(ctx, e.cfg.RetryPeriod) {
@@ -174,52 +214,68 @@ func (e *Elector) acquire(ctx context.Context) bool {
 	}
 }
 
-// renew keeps the lease until ctx ends (nil) or a renewal cannot succeed
-// within RenewDeadline (an error).
+// renew keeps the lease until ctx ends (nil) or no renewal succeeds
+// within RenewDeadline of the last successful one (an error), or the
+// lease is found taken (an error at once).
 func (e *Elector) renew(ctx context.Context) error {
 	for {
-		if !sleepFor(ctx, e.cfg.RetryPeriod) {
+		e.mu.Lock()
+		renewed := e.renewed
+		e.mu.Unlock()
+		if !sleepFor(ctx, time.Until(renewed.Add(e.cfg.RetryPeriod))) {
 			return nil
 		}
-		deadline := time.Now().Add(e.cfg.RenewDeadline)
+		deadline := renewed.Add(e.cfg.RenewDeadline)
 		for {
-			rctx, cancel := context.WithDeadline(ctx, deadline)
-			ok, err := e.tryAcquireOrRenew(rctx)
-			cancel()
-			if ok {
-				break
+			var err error
+			if time.Now().Before(deadline) {
+				rctx, cancel := context.WithDeadline(ctx, deadline)
+				var ok bool
+				ok, err = e.tryAcquireOrRenew(rctx, time.Now())
+				cancel()
+				if ok {
+					break
+				}
+				if ctx.Err() != nil {
+					return nil
+				}
 			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errs.IsConflict(err) || time.Now().After(deadline) {
-				if err == nil {
+			if errs.IsConflict(err) || !time.Now().Before(deadline) {
+				if err == nil || !errs.IsConflict(err) {
 					err = errs.New(errs.DeadlineExceeded, "could not renew within %v", e.cfg.RenewDeadline)
 				}
 				e.cfg.Logger.Info("lost lease", "lease", e.cfg.Lease, "reason", err.Error())
 				return errs.Wrap(errs.Aborted, err, "lost lease %s", e.cfg.Lease)
 			}
-			if !sleepFor(ctx, e.cfg.RetryPeriod/4) {
+			if !sleepFor(ctx, min(e.cfg.RetryPeriod/4, time.Until(deadline))) {
 				return nil
 			}
 		}
 	}
 }
 
-// tryAcquireOrRenew makes one attempt. While leading, a Conflict means
-// another candidate took the lease.
-func (e *Elector) tryAcquireOrRenew(ctx context.Context) (bool, error) {
+// tryAcquireOrRenew makes one attempt, which started at start. While
+// leading, errs.Conflict means the lease was taken (or deleted).
+func (e *Elector) tryAcquireOrRenew(ctx context.Context, start time.Time) (bool, error) {
 	now := meta.Now()
+	e.mu.Lock()
+	leading, token, floor := e.leading, e.token, e.maxToken
+	e.mu.Unlock()
 	cur := &Lease{}
 	err := e.cfg.Store.Get(ctx, e.cfg.Lease, cur)
 	if errs.IsNotFound(err) {
+		if leading {
+			return false, errs.New(errs.Conflict, "lease %s was deleted", e.cfg.Lease)
+		}
+		// The token continues from the highest one seen, should the lease
+		// have been deleted.
 		l := &Lease{ObjectMeta: meta.ObjectMeta{Namespace: e.cfg.Lease.Namespace, Name: e.cfg.Lease.Name},
 			Spec: LeaseSpec{HolderIdentity: e.cfg.Identity, LeaseDurationMillis: millis(e.cfg.LeaseDuration),
-				AcquireTime: now, RenewTime: now, LeaseTransitions: 1}}
+				AcquireTime: now, RenewTime: now, LeaseTransitions: floor + 1}}
 		if err := e.cfg.Store.Create(ctx, l); err != nil {
 			return false, err
 		}
-		e.won(l, true)
+		e.won(l, start, true)
 		return true, nil
 	}
 	if err != nil {
@@ -227,36 +283,39 @@ func (e *Elector) tryAcquireOrRenew(ctx context.Context) (bool, error) {
 	}
 	e.observe(cur)
 	holder := cur.Spec.HolderIdentity
-	if e.leading.Load() && holder != e.cfg.Identity {
-		return false, errs.New(errs.Conflict, "lease %s is held by %s", e.cfg.Lease, holder)
+	if leading && (holder != e.cfg.Identity || cur.Spec.LeaseTransitions != token) {
+		return false, errs.New(errs.Conflict, "lease %s was taken by %q (token %d)", e.cfg.Lease, holder, cur.Spec.LeaseTransitions)
 	}
-	if holder != "" && holder != e.cfg.Identity &&
+	if !leading && holder != "" && holder != e.cfg.Identity &&
 		e.clock.expiresIn(cur, fromMillis(cur.Spec.LeaseDurationMillis)) > 0 {
 		return false, nil
 	}
 	next := meta.DeepCopy(cur)
 	next.Spec.RenewTime = now
 	next.Spec.LeaseDurationMillis = millis(e.cfg.LeaseDuration)
-	acquired := holder != e.cfg.Identity
-	if acquired {
+	if !leading {
+		// Every acquisition starts a term with a new token, even one that
+		// finds this identity's stale record.
 		next.Spec.HolderIdentity = e.cfg.Identity
 		next.Spec.AcquireTime = now
-		next.Spec.LeaseTransitions++
+		next.Spec.LeaseTransitions = max(cur.Spec.LeaseTransitions, floor) + 1
 	}
 	if err := e.cfg.Store.Update(ctx, next); err != nil {
 		return false, err
 	}
-	e.won(next, acquired)
+	e.won(next, start, !leading)
 	return true, nil
 }
 
-func (e *Elector) won(l *Lease, acquired bool) {
+func (e *Elector) won(l *Lease, start time.Time, acquired bool) {
 	e.clock.observe(l)
 	e.mu.Lock()
 	e.lease = l
+	e.leading = true
+	e.renewed = start
+	e.token = l.Spec.LeaseTransitions
+	e.maxToken = max(e.maxToken, l.Spec.LeaseTransitions)
 	e.mu.Unlock()
-	e.token.Store(l.Spec.LeaseTransitions)
-	e.leading.Store(true)
 	e.setLeader(e.cfg.Identity)
 	if acquired {
 		e.cfg.Metrics.transition(e.cfg.Lease)
@@ -267,6 +326,7 @@ func (e *Elector) won(l *Lease, acquired bool) {
 func (e *Elector) observe(l *Lease) {
 	e.mu.Lock()
 	e.lease = l
+	e.maxToken = max(e.maxToken, l.Spec.LeaseTransitions)
 	e.mu.Unlock()
 	e.setLeader(l.Spec.HolderIdentity)
 }
@@ -298,6 +358,7 @@ func (e *Elector) release() {
 		e.cfg.Logger.Info("could not release lease", "lease", e.cfg.Lease, "error", err.Error())
 		return
 	}
+	e.observe(next)
 	e.cfg.Logger.Info("released lease", "lease", e.cfg.Lease)
 }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -41,6 +43,8 @@ type Providers struct {
 	mu        sync.Mutex
 	observers map[string]map[*observer]struct{}
 	regs      map[*Registration]struct{}
+	keys      map[string]*Registration
+	stopped   bool
 }
 
 type observer struct {
@@ -70,10 +74,16 @@ func NewProviders(cfg ProvidersConfig) (*Providers, error) {
 	if cfg.Namespace == "" {
 		cfg.Namespace = cfg.Membership.cfg.Namespace
 	}
+	if err := meta.ValidateNamespace("namespace", cfg.Namespace); err != nil {
+		return nil, err
+	}
+	if _, err := cfg.Store.Scheme().Kind(KindProvider); err != nil {
+		return nil, errs.Wrap(errs.FailedPrecondition, err, "the store's scheme lacks the coordination kinds (coordination.AddToScheme)")
+	}
 	if cfg.Logger.GetSink() == nil {
 		cfg.Logger = logr.Discard()
 	}
-	p := &Providers{cfg: cfg, observers: map[string]map[*observer]struct{}{}, regs: map[*Registration]struct{}{}}
+	p := &Providers{cfg: cfg, observers: map[string]map[*observer]struct{}{}, regs: map[*Registration]struct{}{}, keys: map[string]*Registration{}}
 	p.informer = source.NewInformer(cfg.Store, KindProvider, source.InformerOptions{Namespace: cfg.Namespace, Logger: cfg.Logger})
 	recompute := func(objs ...meta.Object) {
 		keys := map[string]bool{}
@@ -95,10 +105,13 @@ func (p *Providers) NeedLeaderElection() bool { return false }
 
 // Start runs the Provider cache until ctx ends, re-registers this
 // process's keys under each new membership session, and deletes them on
-// stop.
+// stop. Observers get no calls after Start returned.
 func (p *Providers) Start(ctx context.Context) error {
-	changes := p.cfg.Membership.Changes()
+	changes, unsubscribe := p.cfg.Membership.subscribe()
+	defer unsubscribe()
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		for {
 			select {
 			case <-ctx.Done():
@@ -110,32 +123,49 @@ func (p *Providers) Start(ctx context.Context) error {
 		}
 	}()
 	err := p.informer.Run(ctx)
+	<-done
 	p.mu.Lock()
+	p.stopped = true
 	regs := make([]*Registration, 0, len(p.regs))
 	for r := range p.regs {
 		regs = append(regs, r)
 	}
 	p.mu.Unlock()
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	for _, r := range regs {
-		_ = r.Unregister(context.Background())
+		if err := r.Unregister(uctx); err != nil {
+			p.cfg.Logger.Error(err, "could not unregister provider on stop", "key", r.key)
+		}
 	}
 	return err
 }
 
 // Register makes this process a provider of key (with free-form data)
 // until Unregister, the end of its membership session (it re-registers
-// under the next one), or Start's end.
+// under the next one), or Start's end. A key is registered once per
+// Providers: a second registration is errs.AlreadyExists.
 func (p *Providers) Register(ctx context.Context, key string, data map[string]string) (*Registration, error) {
 	if key == "" {
 		return nil, errs.Invalid("key", "provider key is required")
 	}
-	r := &Registration{p: p, key: key, data: data}
-	if err := r.ensure(ctx); err != nil {
-		return nil, err
-	}
+	r := &Registration{p: p, key: key, data: maps.Clone(data)}
 	p.mu.Lock()
+	switch {
+	case p.stopped:
+		p.mu.Unlock()
+		return nil, errs.New(errs.FailedPrecondition, "providers have stopped")
+	case p.keys[key] != nil:
+		p.mu.Unlock()
+		return nil, errs.New(errs.AlreadyExists, "this process already provides %q", key)
+	}
+	p.keys[key] = r
 	p.regs[r] = struct{}{}
 	p.mu.Unlock()
+	if err := r.ensure(ctx); err != nil {
+		_ = r.Unregister(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -144,7 +174,8 @@ func keyHash(key string) string {
 	return hex.EncodeToString(h[:])[:16]
 }
 
-// ensure creates the Provider object for the current session if missing.
+// ensure creates the Provider object for the current session if missing,
+// and deletes the one of an earlier session.
 func (r *Registration) ensure(ctx context.Context) error {
 	s, err := r.p.cfg.Membership.WaitSession(ctx)
 	if err != nil {
@@ -154,6 +185,12 @@ func (r *Registration) ensure(ctx context.Context) error {
 	defer r.mu.Unlock()
 	if r.done || (r.obj != nil && r.obj.Spec.Member == s.Name) {
 		return nil
+	}
+	if r.obj != nil {
+		if err := r.delete(ctx); err != nil {
+			return err
+		}
+		r.obj = nil
 	}
 	obj := &Provider{
 		ObjectMeta: meta.ObjectMeta{Namespace: r.p.cfg.Namespace, Name: s.Name + "-" + keyHash(r.key),
@@ -165,6 +202,19 @@ func (r *Registration) ensure(ctx context.Context) error {
 		return err
 	}
 	r.obj = obj
+	return nil
+}
+
+// delete deletes the registration's object; the caller holds r.mu.
+func (r *Registration) delete(ctx context.Context) error {
+	victim := &Provider{ObjectMeta: meta.ObjectMeta{Namespace: r.obj.Namespace, Name: r.obj.Name}}
+	var opts []store.DeleteOption
+	if r.obj.UID != "" {
+		opts = append(opts, store.WithPreconditions(store.Preconditions{UID: r.obj.UID}))
+	}
+	if err := r.p.cfg.Store.Delete(ctx, victim, opts...); err != nil && !errs.IsNotFound(err) && !errs.IsConflict(err) {
+		return err
+	}
 	return nil
 }
 
@@ -182,24 +232,27 @@ func (p *Providers) reregister(ctx context.Context) {
 	}
 }
 
-// Unregister removes this provider registration.
+// Unregister removes this provider registration. Unregistering twice is
+// a no-op.
 func (r *Registration) Unregister(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.done {
 		return nil
 	}
+	if r.obj != nil {
+		if err := r.delete(ctx); err != nil {
+			return err // transient: the caller may retry
+		}
+		r.obj = nil
+	}
 	r.done = true
 	r.p.mu.Lock()
 	delete(r.p.regs, r)
+	if r.p.keys[r.key] == r {
+		delete(r.p.keys, r.key)
+	}
 	r.p.mu.Unlock()
-	if r.obj == nil {
-		return nil
-	}
-	victim := &Provider{ObjectMeta: meta.ObjectMeta{Namespace: r.obj.Namespace, Name: r.obj.Name}}
-	if err := r.p.cfg.Store.Delete(ctx, victim); err != nil && !errs.IsNotFound(err) {
-		return err
-	}
 	return nil
 }
 
@@ -210,11 +263,20 @@ func (r *Registration) Unregister(ctx context.Context) error {
 // calls are serialized and must not call back into Providers. The
 // returned function stops observing.
 func (p *Providers) Observe(ctx context.Context, key string, onAvailable func([]ProviderSpec), onUnavailable func()) (func(), error) {
-	if !p.informer.WaitForSync(ctx) {
-		return nil, errs.Wrap(errs.CodeOf(ctx.Err()), ctx.Err(), "waiting for the provider cache")
+	if key == "" {
+		return nil, errs.Invalid("key", "provider key is required")
+	}
+	// Liveness comes from the member cache: both must have synced for an
+	// existing provider to be reported at once.
+	if !p.informer.WaitForSync(ctx) || !p.cfg.Membership.Informer().WaitForSync(ctx) {
+		return nil, errs.Wrap(errs.CodeOf(ctx.Err()), ctx.Err(), "waiting for the provider and member caches")
 	}
 	o := &observer{onAvailable: onAvailable, onUnavailable: onUnavailable}
 	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return nil, errs.New(errs.FailedPrecondition, "providers have stopped")
+	}
 	if p.observers[key] == nil {
 		p.observers[key] = map[*observer]struct{}{}
 	}
@@ -239,7 +301,9 @@ func (p *Providers) Live(key string) []ProviderSpec {
 		if !p.memberLive(pr) {
 			continue
 		}
-		out = append(out, pr.Spec)
+		spec := pr.Spec
+		spec.Data = maps.Clone(spec.Data)
+		out = append(out, spec)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Member < out[j].Member })
 	return out
@@ -263,6 +327,9 @@ func (p *Providers) memberLive(pr *Provider) bool {
 func (p *Providers) recompute(keys map[string]bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
 	for key, obs := range p.observers {
 		if keys != nil && !keys[key] {
 			continue

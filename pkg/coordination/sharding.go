@@ -43,17 +43,20 @@ type ShardingConfig struct {
 // shards, the live members share the shards (each holding a fenced Lease
 // per shard), and each replica reconciles only the keys of shards it
 // holds. A shard is handed over only after its in-flight reconciles have
-// finished (or, if its holder stopped, after its lease expired). It is a
-// manager runnable that runs on every replica.
+// finished — its lease is renewed meanwhile — or, if its holder stopped,
+// after its lease expired. It is a manager runnable that runs on every
+// replica; it keeps the Membership's registration until its shards are
+// handed over, so that stopping a replica's manager hands its work over
+// cleanly.
 type Sharder struct {
 	cfg   ShardingConfig
 	clock *versionClock
+	kick  chan struct{} // a draining shard has no reconciles left
 
 	mu       sync.Mutex
-	cond     *sync.Cond
 	held     map[int]*Lease    // shard → the lease as last written
-	renewed  map[int]time.Time // shard → when this replica last wrote its lease (monotonic)
-	draining map[int]bool
+	renewed  map[int]time.Time // shard → start of this replica's last write of its lease
+	draining map[int]bool      // held shards that take no new work
 	inflight map[int]int
 	requeue  func(shard int)
 }
@@ -75,18 +78,29 @@ func NewSharder(cfg ShardingConfig) (*Sharder, error) {
 	if cfg.Shards < 1 || cfg.Shards > 4096 {
 		return nil, errs.Invalid("shards", "shards must be between 1 and 4096, got %d", cfg.Shards)
 	}
-	if cfg.LeaseDuration <= 0 {
+	if err := meta.ValidateName("name", fmt.Sprintf("%s-shard-%d", cfg.Name, cfg.Shards-1)); err != nil {
+		return nil, err
+	}
+	if cfg.LeaseDuration < 0 {
+		return nil, errs.Invalid("leaseDuration", "lease duration must not be negative")
+	}
+	if cfg.LeaseDuration == 0 {
 		cfg.LeaseDuration = DefaultLeaseDuration
 	}
-	if cfg.RebalanceInterval <= 0 {
+	if cfg.RebalanceInterval < 0 || cfg.RebalanceInterval > cfg.LeaseDuration/2 {
+		return nil, errs.Invalid("rebalanceInterval", "rebalance interval %v must be at most half the lease duration %v", cfg.RebalanceInterval, cfg.LeaseDuration)
+	}
+	if cfg.RebalanceInterval == 0 {
 		cfg.RebalanceInterval = cfg.LeaseDuration / 3
+	}
+	if _, err := cfg.Store.Scheme().Kind(KindLease); err != nil {
+		return nil, errs.Wrap(errs.FailedPrecondition, err, "the store's scheme lacks the coordination kinds (coordination.AddToScheme)")
 	}
 	if cfg.Logger.GetSink() == nil {
 		cfg.Logger = logr.Discard()
 	}
-	s := &Sharder{cfg: cfg, clock: newVersionClock(), held: map[int]*Lease{}, renewed: map[int]time.Time{}, draining: map[int]bool{}, inflight: map[int]int{}}
-	s.cond = sync.NewCond(&s.mu)
-	return s, nil
+	return &Sharder{cfg: cfg, clock: newVersionClock(), kick: make(chan struct{}, 1),
+		held: map[int]*Lease{}, renewed: map[int]time.Time{}, draining: map[int]bool{}, inflight: map[int]int{}}, nil
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every
@@ -119,13 +133,14 @@ func (s *Sharder) Held() []int {
 type fenceKey struct{}
 
 // FenceFrom returns the write option that fences a write with the shard
-// lease of the reconcile in ctx (nil outside a sharded reconcile). Writes
-// guarded by it fail once another replica has taken the shard over and
-// written the same object.
+// lease of the reconcile in ctx; outside a sharded reconcile it is an
+// option that does nothing. Writes guarded by it fail with errs.Conflict
+// once another replica has taken the shard over and written the same
+// object.
 func FenceFrom(ctx context.Context) store.WriteOption {
 	f, _ := ctx.Value(fenceKey{}).(*store.Fence)
 	if f == nil {
-		return nil
+		return func(*store.WriteOptions) {}
 	}
 	return store.WithFence(f.Name, f.Token)
 }
@@ -133,7 +148,8 @@ func FenceFrom(ctx context.Context) store.WriteOption {
 // Wrap returns a reconciler that runs r only for keys of shards this
 // replica holds, counting in-flight reconciles per shard so that a shard
 // is released only when they are done. Keys of other shards are dropped:
-// the replica that holds their shard reconciles them.
+// the replica that holds their shard reconciles them, and a replica that
+// takes a shard over requeues its keys (Bind).
 func (s *Sharder) Wrap(r controller.Reconciler) controller.Reconciler {
 	return controller.Func(func(ctx context.Context, req controller.Request) (controller.Result, error) {
 		shard := ShardOf(req, s.cfg.Shards)
@@ -155,26 +171,46 @@ func (s *Sharder) Wrap(r controller.Reconciler) controller.Reconciler {
 		defer func() {
 			s.mu.Lock()
 			s.inflight[shard]--
-			s.cond.Broadcast()
+			drained := s.draining[shard] && s.inflight[shard] == 0
 			s.mu.Unlock()
+			if drained {
+				select {
+				case s.kick <- struct{}{}:
+				default:
+				}
+			}
 		}()
 		ctx = context.WithValue(ctx, fenceKey{}, &store.Fence{Name: "Lease/" + l.Key().String(), Token: l.Spec.LeaseTransitions})
 		return r.Reconcile(ctx, req)
 	})
 }
 
-// Bind makes the Sharder enqueue, into c, every key of a shard it has
-// just acquired; keys lists the candidate keys (usually every cached
-// object of the controller's kind).
+// Bind makes the Sharder enqueue, into c, every key of a shard it
+// acquires (and, at once, of the shards it already holds); keys lists the
+// candidate keys (usually every cached object of the controller's kind).
 func (s *Sharder) Bind(c *controller.Controller, keys func() []meta.Key) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requeue = func(shard int) {
+	requeue := func(shards ...int) {
+		want := map[int]bool{}
+		for _, sh := range shards {
+			want[sh] = true
+		}
 		for _, k := range keys() {
-			if ShardOf(k, s.cfg.Shards) == shard {
+			if want[ShardOf(k, s.cfg.Shards)] {
 				c.Queue().Add(k)
 			}
 		}
+	}
+	s.mu.Lock()
+	s.requeue = func(shard int) { requeue(shard) }
+	var held []int
+	for i, l := range s.held {
+		if l != nil && !s.draining[i] {
+			held = append(held, i)
+		}
+	}
+	s.mu.Unlock()
+	if len(held) > 0 {
+		requeue(held...)
 	}
 }
 
@@ -183,9 +219,12 @@ func (s *Sharder) leaseKey(shard int) meta.Key {
 }
 
 // Start balances shards until ctx ends, then hands every held shard over
-// (after its in-flight reconciles finish).
+// once its in-flight reconciles finished, renewing it meanwhile.
 func (s *Sharder) Start(ctx context.Context) error {
-	changes := s.cfg.Membership.Changes()
+	release := s.cfg.Membership.hold()
+	defer release()
+	changes, unsubscribe := s.cfg.Membership.subscribe()
+	defer unsubscribe()
 	t := time.NewTicker(s.cfg.RebalanceInterval)
 	defer t.Stop()
 	defer s.releaseAll()
@@ -201,6 +240,7 @@ func (s *Sharder) Start(ctx context.Context) error {
 		case <-sess.Done():
 			s.dropAll() // our member is gone: our leases are no longer ours
 		case <-changes:
+		case <-s.kick:
 		case <-t.C:
 		}
 	}
@@ -232,13 +272,20 @@ func (s *Sharder) balance(ctx context.Context, sess *Session) {
 	want := s.assigned(sess.Name)
 	for shard := 0; shard < s.cfg.Shards; shard++ {
 		s.mu.Lock()
-		l := s.held[shard]
+		l, draining := s.held[shard], s.draining[shard]
+		if l != nil && want[shard] && draining {
+			delete(s.draining, shard) // wanted again: keep it
+		}
+		requeue := s.requeue
 		s.mu.Unlock()
 		switch {
 		case l != nil && !want[shard]:
 			s.handOver(ctx, shard)
 		case l != nil:
 			s.renew(ctx, shard, l)
+			if draining && requeue != nil {
+				requeue(shard) // keys dropped while it was draining
+			}
 		case want[shard]:
 			s.tryTake(ctx, sess, shard)
 		}
@@ -250,12 +297,13 @@ func (s *Sharder) tryTake(ctx context.Context, sess *Session, shard int) {
 	key := s.leaseKey(shard)
 	now := meta.Now()
 	cur := &Lease{}
+	start := time.Now()
 	err := s.cfg.Store.Get(ctx, key, cur)
 	if errs.IsNotFound(err) {
 		l := &Lease{ObjectMeta: meta.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
 			Spec: LeaseSpec{HolderIdentity: sess.Name, LeaseDurationMillis: millis(s.cfg.LeaseDuration), AcquireTime: now, RenewTime: now, LeaseTransitions: 1}}
 		if err := s.cfg.Store.Create(ctx, l); err == nil {
-			s.took(shard, l)
+			s.took(shard, l, start)
 		}
 		return
 	}
@@ -275,15 +323,15 @@ func (s *Sharder) tryTake(ctx context.Context, sess *Session, shard int) {
 	next.Spec = LeaseSpec{HolderIdentity: sess.Name, LeaseDurationMillis: millis(s.cfg.LeaseDuration),
 		AcquireTime: now, RenewTime: now, LeaseTransitions: cur.Spec.LeaseTransitions + 1}
 	if err := s.cfg.Store.Update(ctx, next); err == nil {
-		s.took(shard, next)
+		s.took(shard, next, start)
 	}
 }
 
-func (s *Sharder) took(shard int, l *Lease) {
+func (s *Sharder) took(shard int, l *Lease, start time.Time) {
 	s.clock.observe(l)
 	s.mu.Lock()
 	s.held[shard] = l
-	s.renewed[shard] = time.Now()
+	s.renewed[shard] = start
 	delete(s.draining, shard)
 	requeue := s.requeue
 	s.mu.Unlock()
@@ -293,11 +341,15 @@ func (s *Sharder) took(shard int, l *Lease) {
 	}
 }
 
+// renew writes the lease of a held shard; if another replica took it, the
+// shard is dropped.
 func (s *Sharder) renew(ctx context.Context, shard int, l *Lease) {
 	next := meta.DeepCopy(l)
 	next.Spec.RenewTime = meta.Now()
 	start := time.Now()
-	err := s.cfg.Store.Update(ctx, next)
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RebalanceInterval)
+	err := s.cfg.Store.Update(rctx, next)
+	cancel()
 	switch {
 	case err == nil:
 		s.mu.Lock()
@@ -309,62 +361,85 @@ func (s *Sharder) renew(ctx context.Context, shard int, l *Lease) {
 	case errs.IsConflict(err), errs.IsNotFound(err):
 		s.cfg.Logger.Info("lost shard", "controller", s.cfg.Name, "shard", shard)
 		s.mu.Lock()
-		delete(s.held, shard)
+		if s.held[shard] == l {
+			delete(s.held, shard)
+			delete(s.draining, shard)
+		}
 		s.mu.Unlock()
 	}
 }
 
-// handOver stops taking new work for shard, waits for its in-flight
-// reconciles, then releases its lease.
-func (s *Sharder) handOver(ctx context.Context, shard int) {
+// handOver stops taking new work for shard; once its in-flight reconciles
+// finished it releases the lease, until then it renews it. It reports
+// whether the shard is no longer held.
+func (s *Sharder) handOver(ctx context.Context, shard int) bool {
 	s.mu.Lock()
-	s.draining[shard] = true
-	for s.inflight[shard] > 0 {
-		s.cond.Wait()
-	}
 	l := s.held[shard]
+	if l == nil {
+		s.mu.Unlock()
+		return true
+	}
+	s.draining[shard] = true
+	if s.inflight[shard] > 0 {
+		s.mu.Unlock()
+		s.renew(ctx, shard, l)
+		s.mu.Lock()
+		gone := s.held[shard] == nil
+		s.mu.Unlock()
+		return gone
+	}
 	delete(s.held, shard)
 	delete(s.draining, shard)
 	s.mu.Unlock()
-	if l == nil {
-		return
-	}
 	next := meta.DeepCopy(l)
 	next.Spec.HolderIdentity = ""
 	next.Spec.RenewTime = meta.Now()
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.LeaseDuration/3)
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RebalanceInterval)
 	defer cancel()
 	if err := s.cfg.Store.Update(rctx, next); err != nil {
 		s.cfg.Logger.Info("could not release shard; it will expire", "controller", s.cfg.Name, "shard", shard, "error", err.Error())
-		return
+		return true
 	}
 	s.cfg.Logger.Info("handed shard over", "controller", s.cfg.Name, "shard", shard)
+	return true
 }
 
+// releaseAll hands every held shard over, renewing those with reconciles
+// in flight until they finish.
 func (s *Sharder) releaseAll() {
-	s.mu.Lock()
-	shards := make([]int, 0, len(s.held))
-	for i := range s.held {
-		shards = append(shards, i)
+	ctx := context.Background()
+	t := time.NewTicker(s.cfg.RebalanceInterval)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		shards := make([]int, 0, len(s.held))
+		for i := range s.held {
+			s.draining[i] = true
+			shards = append(shards, i)
+		}
+		s.mu.Unlock()
+		left := 0
+		for _, i := range shards {
+			if !s.handOver(ctx, i) {
+				left++
+			}
+		}
+		s.cfg.Metrics.setShards(s.cfg.Name, 0)
+		if left == 0 {
+			return
+		}
+		select {
+		case <-s.kick:
+		case <-t.C:
+		}
 	}
-	s.mu.Unlock()
-	for _, i := range shards {
-		s.handOver(context.Background(), i)
-	}
-	s.cfg.Metrics.setShards(s.cfg.Name, 0)
 }
 
+// dropAll forgets every held shard: the session that held them ended, so
+// the others may take them at once.
 func (s *Sharder) dropAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := range s.held {
-		s.draining[i] = true
-	}
-	for i := range s.held {
-		for s.inflight[i] > 0 {
-			s.cond.Wait()
-		}
-		delete(s.held, i)
-		delete(s.draining, i)
-	}
+	clear(s.held)
+	clear(s.draining)
 }
