@@ -151,7 +151,14 @@ func (t *tracker) hit(key meta.Key) {
 		default:
 		}
 	}
-	t.last.Store(int64(now.Sub(epoch)))
+	// Keep the latest time: a worker descheduled between taking its time
+	// and storing it must not move last backwards.
+	for at := int64(now.Sub(epoch)); ; {
+		old := t.last.Load()
+		if at <= old || t.last.CompareAndSwap(old, at) {
+			break
+		}
+	}
 	if t.count.Add(1) == t.target.Load() {
 		t.mu.Lock()
 		close(t.done)
