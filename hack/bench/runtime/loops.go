@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -97,20 +98,54 @@ func parallel(conc, n int, fn func(i int) error) error {
 }
 
 // updateAll writes a new spec to every object with writers concurrent
-// writers and returns when the last write was acknowledged.
-func updateAll(ctx context.Context, st store.Store, objs []*Item, writers int, value int64) (time.Time, error) {
-	err := parallel(writers, len(objs), func(i int) error {
+// writers and returns when the first and the last write were
+// acknowledged.
+func updateAll(ctx context.Context, st store.Store, objs []*Item, writers int, value int64) (first, last time.Time, err error) {
+	var firstAck span
+	firstAck.reset()
+	err = parallel(writers, len(objs), func(i int) error {
 		objs[i].Spec.Value = value
-		return st.Update(ctx, objs[i])
+		if err := st.Update(ctx, objs[i]); err != nil {
+			return err
+		}
+		firstAck.note(time.Now())
+		return nil
 	})
-	return time.Now(), err
+	return firstAck.first(), time.Now(), err
 }
+
+// span keeps the earliest and the latest of times noted concurrently.
+type span struct{ lo, hi atomic.Int64 } // monotonic, relative to epoch
+
+func (s *span) reset() {
+	s.lo.Store(math.MaxInt64)
+	s.hi.Store(math.MinInt64)
+}
+
+func (s *span) note(t time.Time) {
+	at := int64(t.Sub(epoch))
+	for {
+		old := s.lo.Load()
+		if at >= old || s.lo.CompareAndSwap(old, at) {
+			break
+		}
+	}
+	for {
+		old := s.hi.Load()
+		if at <= old || s.hi.CompareAndSwap(old, at) {
+			break
+		}
+	}
+}
+
+func (s *span) first() time.Time { return epoch.Add(time.Duration(s.lo.Load())) }
+func (s *span) last() time.Time  { return epoch.Add(time.Duration(s.hi.Load())) }
 
 // tracker counts reconcile starts. Reconcilers of every loop call hit.
 type tracker struct {
 	count  atomic.Int64
 	target atomic.Int64
-	last   atomic.Int64 // monotonic time of the latest hit (see lastHit)
+	hits   span // the first and the latest hit since arm
 	probe  atomic.Pointer[probe]
 
 	mu   sync.Mutex
@@ -131,6 +166,7 @@ func (t *tracker) arm(target int64) <-chan struct{} {
 	defer t.mu.Unlock()
 	t.target.Store(-1)
 	t.count.Store(0)
+	t.hits.reset()
 	t.done = make(chan struct{})
 	t.target.Store(target)
 	return t.done
@@ -139,8 +175,8 @@ func (t *tracker) arm(target int64) <-chan struct{} {
 // epoch is the reference of the tracker's monotonic times.
 var epoch = time.Now()
 
-// lastHit returns when the latest hit happened.
-func (t *tracker) lastHit() time.Time { return epoch.Add(time.Duration(t.last.Load())) }
+// lastHit returns when the latest hit since arm happened.
+func (t *tracker) lastHit() time.Time { return t.hits.last() }
 
 // hit records a reconcile start.
 func (t *tracker) hit(key meta.Key) {
@@ -151,14 +187,10 @@ func (t *tracker) hit(key meta.Key) {
 		default:
 		}
 	}
-	// Keep the latest time: a worker descheduled between taking its time
-	// and storing it must not move last backwards.
-	for at := int64(now.Sub(epoch)); ; {
-		old := t.last.Load()
-		if at <= old || t.last.CompareAndSwap(old, at) {
-			break
-		}
-	}
+	// Noted before counting, so that whoever sees the target reached
+	// also sees every hit's time; span keeps the extremes even when a
+	// worker is descheduled between reading the clock and noting it.
+	t.hits.note(now)
 	if t.count.Add(1) == t.target.Load() {
 		t.mu.Lock()
 		close(t.done)
@@ -304,6 +336,11 @@ type rounds struct {
 	// cpu is the process's CPU time per object (write and reconcile and
 	// everything in between), in microseconds.
 	cpu []float64
+	// pace is the time between the first and the last acknowledged
+	// write over the time between the first and the last reconcile
+	// start: the reconcile rate over the write rate once both run, with
+	// the pipeline's latency taken out.
+	pace []float64
 }
 
 // all picks every object in every round.
@@ -319,7 +356,7 @@ func throughput(ctx context.Context, c config, st store.Store, pick func(round i
 		done := tr.arm(int64(len(objs)))
 		cpu0 := cpuTime()
 		t0 := time.Now()
-		wrote, err := updateAll(ctx, st, objs, c.writers, base+int64(r))
+		firstAck, wrote, err := updateAll(ctx, st, objs, c.writers, base+int64(r))
 		if err != nil {
 			return out, err
 		}
@@ -333,6 +370,9 @@ func throughput(ctx context.Context, c config, st store.Store, pick func(round i
 		out.reconciles = append(out.reconciles, n/last.Sub(t0).Seconds())
 		out.writes = append(out.writes, n/wrote.Sub(t0).Seconds())
 		out.cpu = append(out.cpu, micros(cpu)/n)
+		if hitSpan := last.Sub(tr.hits.first()); hitSpan > 0 {
+			out.pace = append(out.pace, wrote.Sub(firstAck).Seconds()/hitSpan.Seconds())
+		}
 	}
 	return out, nil
 }
@@ -346,7 +386,7 @@ func writeRate(ctx context.Context, c config, st store.Store, pick func(round in
 		n := float64(len(objs))
 		cpu0 := cpuTime()
 		t0 := time.Now()
-		wrote, err := updateAll(ctx, st, objs, c.writers, base+int64(r))
+		_, wrote, err := updateAll(ctx, st, objs, c.writers, base+int64(r))
 		if err != nil {
 			return out, err
 		}

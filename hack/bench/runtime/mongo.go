@@ -124,7 +124,8 @@ func mongoE2E(ctx context.Context, c config, rep *report, st store.Store, objs [
 	for i := range ratios {
 		ratios[i] = capR.reconciles[i] / capR.writes[i]
 	}
-	sameRound := rep.add(be, "  reconciles / writes, same round", "ratio", ratios, "")
+	burst := rep.add(be, "  reconciles / writes, same round", "ratio", ratios, "the burst's last event latency included")
+	pace := rep.add(be, "  reconcile pace / write pace, same round", "ratio", capR.pace, "first→last reconcile vs first→last write")
 	lat, err := latency(ctx, st, objs, tr, c.mongoLatency, value, c.roundTimeout)
 	value += int64(c.mongoLatency)
 	if err != nil {
@@ -157,11 +158,13 @@ func mongoE2E(ctx context.Context, c config, rep *report, st store.Store, objs [
 	}
 	latencyRows(rep, be, "bare loop", blat, c.rounds)
 
-	// The headline compares reconciles with the writes they raced in the
-	// same round: whether the framework keeps up with the store. Against
-	// the rate with nothing watching, the cost of the store's own watch
-	// shows too.
-	rep.set("mongo_reconcile_vs_write_ratio", "%.2f", sameRound)
+	// The headline compares the pace of reconciles with the pace of the
+	// writes they followed in the same round: whether the framework keeps
+	// up with the store, with the watch's latency (the store's) taken
+	// out. The burst ratio keeps it in; against the rate with nothing
+	// watching, the cost of the store's own watch shows too.
+	rep.set("mongo_reconcile_vs_write_ratio", "%.2f", pace)
+	rep.set("mongo_reconcile_vs_write_ratio_burst", "%.2f", burst)
 	rep.set("mongo_reconcile_vs_unwatched_write_ratio", "%.2f", capRate/writes)
 	rep.set("mongo_reconciles_per_sec", "%.0f", capRate)
 	rep.set("mongo_throughput_vs_bare", "%.2f", capRate/bareRate)
