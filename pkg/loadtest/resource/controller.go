@@ -285,8 +285,8 @@ func (c *coordinator) Reconcile(ctx context.Context, req controller.Request) (co
 			// Rejected before it ran, and the spec changed: try again.
 			return c.plan(ctx, lt, &LoadTestStatus{ObservedGeneration: lt.Generation})
 		}
-		if res, err := c.writeStatus(ctx, lt, &status); err != nil || !res.IsZero() {
-			return res, err
+		if err := c.writeStatus(ctx, lt, &status); err != nil {
+			return retryLater(err)
 		}
 		return c.release(ctx, lt)
 	default:
@@ -308,8 +308,8 @@ func (c *coordinator) plan(ctx context.Context, lt *LoadTest, status *LoadTestSt
 		status.Phase, status.Reason, status.Message = PhaseFailed, ReasonInvalidSpec, msg
 		status.EndTime = now
 		setConditions(status, lt.Generation, meta.ConditionFalse, ReasonInvalidSpec, msg, meta.ConditionTrue, ReasonInvalidSpec, msg)
-		if res, werr := c.writeStatus(ctx, lt, status); werr != nil || !res.IsZero() {
-			return res, werr
+		if werr := c.writeStatus(ctx, lt, status); werr != nil {
+			return retryLater(werr)
 		}
 		// Nothing helps until the spec changes, which enqueues it again.
 		return controller.Result{}, controller.TerminalError(err)
@@ -319,7 +319,7 @@ func (c *coordinator) plan(ctx context.Context, lt *LoadTest, status *LoadTestSt
 		status.Phase, status.Reason, status.Message = PhaseCancelled, ReasonCancelled, msg
 		status.EndTime = now
 		setConditions(status, lt.Generation, meta.ConditionFalse, ReasonCancelled, msg, meta.ConditionTrue, ReasonCancelled, msg)
-		return c.writeStatus(ctx, lt, status)
+		return retryLater(c.writeStatus(ctx, lt, status))
 	}
 	n := lt.Spec.Parts()
 	live := c.members.Live()
@@ -328,7 +328,7 @@ func (c *coordinator) plan(ctx context.Context, lt *LoadTest, status *LoadTestSt
 		status.Phase, status.Reason, status.Message = PhasePending, ReasonWaitingForMembers, msg
 		setConditions(status, lt.Generation, meta.ConditionFalse, ReasonWaitingForMembers, msg, meta.ConditionFalse, ReasonWaitingForMembers, msg)
 		// Membership changes enqueue it again.
-		return c.writeStatus(ctx, lt, status)
+		return retryLater(c.writeStatus(ctx, lt, status))
 	}
 	if controllerutil.AddFinalizer(lt, Finalizer) {
 		if err := c.st.Update(ctx, lt); err != nil {
@@ -349,7 +349,13 @@ func (c *coordinator) plan(ctx context.Context, lt *LoadTest, status *LoadTestSt
 	}
 	msg := fmt.Sprintf("%d part(s) assigned, starting at %s", n, start.Format(time.RFC3339Nano))
 	setConditions(status, lt.Generation, meta.ConditionTrue, ReasonAssigned, msg, meta.ConditionFalse, ReasonRunning, "the test runs")
-	return c.writeStatus(ctx, lt, status)
+	if err := c.writeStatus(ctx, lt, status); err != nil {
+		return retryLater(err)
+	}
+	// The plan is stored (lt has it): create the parts now rather than
+	// after the write comes back through the cache.
+	running := meta.DeepCopyValue(lt.Status)
+	return c.running(ctx, lt, &running)
 }
 
 // pick chooses n of the live members, starting at a place that depends on
@@ -399,11 +405,6 @@ func (v *partView) phase() Phase {
 	return v.part.Status.Phase
 }
 
-// lateCreateGrace is how long after a parallel run's start a part that
-// was never created may still be created (then it starts late); later
-// the run fails instead of merging shares that did not run together.
-const lateCreateGrace = 2 * time.Second
-
 // running drives a test whose parts are assigned: it creates missing
 // parts, interrupts parts of members that are gone, forwards stops to the
 // parts, mirrors progress, and once every part ended merges the results.
@@ -419,6 +420,9 @@ func (c *coordinator) running(ctx context.Context, lt *LoadTest, status *LoadTes
 		p := o.(*LoadTestPart)
 		byName[p.Name] = p
 	}
+	// A part of a parallel run that was not created by the start time
+	// plus StartDelay is lost: the run fails rather than merge shares that
+	// did not run together.
 	n := len(status.Parts)
 	views := make([]*partView, n)
 	for i := range status.Parts {
@@ -443,7 +447,7 @@ func (c *coordinator) running(ctx context.Context, lt *LoadTest, status *LoadTes
 		switch {
 		case ref.Phase != "":
 			v.lost = fmt.Sprintf("part %s disappeared while it ran", ref.Name)
-		case n > 1 && now.After(status.StartTime.Add(lateCreateGrace)):
+		case n > 1 && now.After(status.StartTime.Add(c.startDelay)):
 			v.lost = fmt.Sprintf("part %s was not created before the start time", ref.Name)
 		default:
 			p, err := c.createPart(ctx, lt, status, ref)
@@ -473,12 +477,19 @@ func (c *coordinator) running(ctx context.Context, lt *LoadTest, status *LoadTes
 		if alive {
 			continue
 		}
-		p.Status.Phase, p.Status.Reason = PhaseFailed, ReasonInterrupted
-		p.Status.Message = fmt.Sprintf("member %s is gone", p.Spec.Member)
-		p.Status.EndTime = now
-		if err := c.st.UpdateStatus(ctx, p); err != nil {
+		fresh, err := updatePartObject(ctx, c.st, meta.KeyOf(p), p.UID, true, func(p *LoadTestPart) bool {
+			if p.Status.Phase.Final() {
+				return false // its runner ended it after all
+			}
+			p.Status.Phase, p.Status.Reason = PhaseFailed, ReasonInterrupted
+			p.Status.Message = fmt.Sprintf("member %s is gone", p.Spec.Member)
+			p.Status.EndTime = now
+			return true
+		})
+		if err != nil {
 			return retryLater(err)
 		}
+		v.part = fresh
 		log.Info("part interrupted: its member is gone", "part", p.Name, "member", p.Spec.Member)
 	}
 
@@ -500,10 +511,17 @@ func (c *coordinator) running(ctx context.Context, lt *LoadTest, status *LoadTes
 		}
 		allFinal = false
 		if stop && v.part != nil && !v.part.Spec.Cancel {
-			v.part.Spec.Cancel = true
-			if err := c.st.Update(ctx, v.part); err != nil {
+			fresh, err := updatePartObject(ctx, c.st, meta.KeyOf(v.part), v.part.UID, false, func(p *LoadTestPart) bool {
+				if p.Spec.Cancel || p.Status.Phase.Final() {
+					return false
+				}
+				p.Spec.Cancel = true
+				return true
+			})
+			if err != nil {
 				return retryLater(err)
 			}
+			v.part = fresh
 		}
 	}
 
@@ -529,14 +547,14 @@ func (c *coordinator) running(ctx context.Context, lt *LoadTest, status *LoadTes
 		if wait := c.progressWait(lt, status, now); wait > 0 {
 			return controller.Result{RequeueAfter: wait}, nil
 		}
-		return c.writeStatus(ctx, lt, status)
+		return retryLater(c.writeStatus(ctx, lt, status))
 	}
 	c.progressDone(lt)
 	if err := c.finish(lt, status, views, now); err != nil {
 		return controller.Result{}, err
 	}
-	if res, err := c.writeStatus(ctx, lt, status); err != nil || !res.IsZero() {
-		return res, err
+	if err := c.writeStatus(ctx, lt, status); err != nil {
+		return retryLater(err)
 	}
 	log.Info("load test ended", "phase", status.Phase, "reason", status.Reason)
 	return c.release(ctx, lt)
@@ -630,6 +648,12 @@ func (c *coordinator) finish(lt *LoadTest, status *LoadTestStatus, views []*part
 	for _, o := range outcomes {
 		autostopped = autostopped || o.stop == engine.StopAutostop
 	}
+	var cancelled *partView
+	for _, v := range views {
+		if v.phase() == PhaseCancelled && cancelled == nil {
+			cancelled = v
+		}
+	}
 	switch {
 	case failed != nil:
 		status.Phase, status.Reason = PhaseFailed, ReasonRunFailed
@@ -646,9 +670,15 @@ func (c *coordinator) finish(lt *LoadTest, status *LoadTestStatus, views []*part
 		status.Message = msg
 	case lt.Spec.Cancel:
 		status.Phase, status.Reason, status.Message = PhaseCancelled, ReasonCancelled, "cancelled by spec.cancel"
+	case lt.IsBeingDeleted():
+		status.Phase, status.Reason, status.Message = PhaseCancelled, ReasonCancelled, "deleted"
 	case autostopped && verdict != nil:
 		status.Phase, status.Reason = PhaseFailed, ReasonAutostopped
 		status.Message = strings.Join(verdict.Failures, "; ")
+	case cancelled != nil:
+		// Cancelled directly (its spec.cancel), not by this controller.
+		status.Phase, status.Reason = PhaseCancelled, ReasonCancelled
+		status.Message = fmt.Sprintf("part %d was cancelled", cancelled.ref.Index)
 	case verdict == nil:
 		status.Phase, status.Reason, status.Message = PhaseFailed, ReasonRunFailed, "no part produced results"
 	case !verdict.Passed:
@@ -678,16 +708,18 @@ func (c *coordinator) release(ctx context.Context, lt *LoadTest) (controller.Res
 }
 
 // writeStatus writes status unless lt already has it. A stale lt is
-// retried after a fresh read (the write's event enqueues it).
-func (c *coordinator) writeStatus(ctx context.Context, lt *LoadTest, status *LoadTestStatus) (controller.Result, error) {
+// errs.Conflict (retryLater requeues it).
+func (c *coordinator) writeStatus(ctx context.Context, lt *LoadTest, status *LoadTestStatus) error {
 	if reflect.DeepEqual(&lt.Status, status) {
-		return controller.Result{}, nil
+		return nil
 	}
+	old := lt.Status
 	lt.Status = *status
 	if err := c.st.UpdateStatus(ctx, lt); err != nil {
-		return retryLater(err)
+		lt.Status = old
+		return err
 	}
-	return controller.Result{}, nil
+	return nil
 }
 
 // retryLater turns a lost compare-and-swap into a requeue (the object
@@ -695,6 +727,8 @@ func (c *coordinator) writeStatus(ctx context.Context, lt *LoadTest, status *Loa
 // nothing to do.
 func retryLater(err error) (controller.Result, error) {
 	switch {
+	case err == nil:
+		return controller.Result{}, nil
 	case errs.IsConflict(err):
 		return controller.Result{Requeue: true}, nil
 	case errs.IsNotFound(err):

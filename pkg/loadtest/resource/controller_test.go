@@ -18,10 +18,12 @@ import (
 
 // TestRunsToSucceeded runs a small constant-rate test to the end and
 // checks the numbers in its status against what the server saw.
-func TestRunsToSucceeded(t *testing.T) {
+func TestRunsToSucceeded(t *testing.T) { onEachBackend(t, testRunsToSucceeded) }
+
+func testRunsToSucceeded(t *testing.T, b backend) {
 	srv := newTarget(t)
 	srv.delay.Store(int64(2 * time.Millisecond))
-	st := newStore(t)
+	st := newStoreOn(t, b)
 	startReplica(t, st, Options{})
 	s := spec(srv.URL, 20, time.Second)
 	s.Thresholds = []string{"p99 > 5s", "error_rate > 1%"}
@@ -126,10 +128,12 @@ func TestThresholdsFail(t *testing.T) {
 // TestCancelMidRun cancels a running test whose requests hang: it ends
 // Cancelled long before its schedule would, the requests in flight are
 // canceled, and no more are sent.
-func TestCancelMidRun(t *testing.T) {
+func TestCancelMidRun(t *testing.T) { onEachBackend(t, testCancelMidRun) }
+
+func testCancelMidRun(t *testing.T, b backend) {
 	srv := newTarget(t)
 	srv.delay.Store(int64(time.Minute))
-	st := newStore(t)
+	st := newStoreOn(t, b)
 	startReplica(t, st, Options{})
 	create(t, st, "long", spec(srv.URL, 10, time.Minute))
 	eventually(t, "requests in flight", func() (bool, string) {
@@ -197,10 +201,12 @@ func TestCancelBeforeStart(t *testing.T) {
 // TestDeleteMidRun deletes a running test: its part is stopped (the
 // server's requests canceled) before the LoadTest disappears, and the
 // part goes with it.
-func TestDeleteMidRun(t *testing.T) {
+func TestDeleteMidRun(t *testing.T) { onEachBackend(t, testDeleteMidRun) }
+
+func testDeleteMidRun(t *testing.T, b backend) {
 	srv := newTarget(t)
 	srv.delay.Store(int64(time.Minute))
-	st := newStore(t)
+	st := newStoreOn(t, b)
 	startReplica(t, st, Options{})
 	create(t, st, "doomed", spec(srv.URL, 10, time.Minute))
 	eventually(t, "requests in flight", func() (bool, string) { return srv.active.Load() >= 1, "none yet" })
@@ -247,9 +253,11 @@ func TestDeleteMidRun(t *testing.T) {
 // (an unknown field) fails at once, naming the field, is kept as written,
 // and runs once corrected; one only the runner can judge (a target the
 // gun refuses) fails the run, also naming the field, and stays failed.
-func TestBadSpec(t *testing.T) {
+func TestBadSpec(t *testing.T) { onEachBackend(t, testBadSpec) }
+
+func testBadSpec(t *testing.T, b backend) {
 	srv := newTarget(t)
-	st := newStore(t)
+	st := newStoreOn(t, b)
 	startReplica(t, st, Options{})
 	ctx := context.Background()
 
@@ -300,12 +308,12 @@ func TestBadSpec(t *testing.T) {
 	// The gun refuses the target when the part starts.
 	s := spec("ftp://127.0.0.1:1", 10, time.Second)
 	create(t, st, "ftp", s)
-	lt = waitFor(t, st, "ftp", "to end", func(lt *LoadTest) bool { return lt.Status.Phase.Final() })
+	lt = waitFor(t, st, "ftp", "to end and let go", func(lt *LoadTest) bool { return lt.Status.Phase.Final() && len(lt.Finalizers) == 0 })
 	if lt.Status.Phase != PhaseFailed || lt.Status.Reason != ReasonInvalidSpec || !strings.Contains(lt.Status.Message, "spec.pools[0].gun") {
 		t.Fatalf("want Failed/InvalidSpec naming the gun: %s", describe(lt))
 	}
-	if lt.Status.RunGeneration != 1 || len(lt.Finalizers) != 0 {
-		t.Errorf("run generation %d finalizers %v", lt.Status.RunGeneration, lt.Finalizers)
+	if lt.Status.RunGeneration != 1 {
+		t.Errorf("run generation %d", lt.Status.RunGeneration)
 	}
 	// It ran (and failed): a correction does not run it again.
 	mutate(t, st, "ftp", func(lt *LoadTest) { lt.Spec.Pools[0].Gun.Target = srv.URL })

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
-	"go.uber.org/goleak"
 
+	"github.com/capstanhq/capstan/internal/runtimetest"
 	"github.com/capstanhq/capstan/pkg/controller"
 	"github.com/capstanhq/capstan/pkg/coordination"
 	"github.com/capstanhq/capstan/pkg/errs"
@@ -21,7 +21,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/manager"
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
-	"github.com/capstanhq/capstan/pkg/store/memory"
+	"github.com/capstanhq/capstan/pkg/store/mongo/mongotest"
 )
 
 // wait bounds every wait for a condition. It is generous: the machine
@@ -30,11 +30,15 @@ const wait = 60 * time.Second
 
 const ns = "default"
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The Mongo backend's tests share one embedded MongoDB-wire server;
+// goroutine leaks are checked per test (runtimetest.CheckLeaks).
+func TestMain(m *testing.M) { mongotest.Main(m) }
 
-// newStore returns a memory store with the LoadTest and coordination
-// kinds, closed when the test ends.
-func newStore(t *testing.T) store.Store {
+// backend makes the store of one test.
+type backend = runtimetest.Backend
+
+// newScheme returns a scheme with the LoadTest and coordination kinds.
+func newScheme(t *testing.T) *store.Scheme {
 	t.Helper()
 	s := store.NewScheme()
 	if err := AddToScheme(s); err != nil {
@@ -43,9 +47,35 @@ func newStore(t *testing.T) store.Store {
 	if err := coordination.AddToScheme(s); err != nil {
 		t.Fatal(err)
 	}
-	st := memory.New(s)
-	t.Cleanup(func() { _ = st.Close(context.Background()) })
-	return st
+	return s
+}
+
+// newStoreOn returns an empty store of backend b with the LoadTest and
+// coordination kinds, closed when the test ends, and checks that the test
+// leaves no goroutine behind.
+func newStoreOn(t *testing.T, b backend) store.Store {
+	t.Helper()
+	b.CheckLeaks(t)
+	return b.New(t, newScheme(t))
+}
+
+// newStore is newStoreOn the memory backend.
+func newStore(t *testing.T) store.Store {
+	t.Helper()
+	return newStoreOn(t, runtimetest.MemoryBackend)
+}
+
+// onEachBackend runs test on the memory store and on the Mongo store (the
+// embedded MongoDB-wire server, or $MONGODB_URI), unless -short.
+func onEachBackend(t *testing.T, test func(t *testing.T, b backend)) {
+	for _, b := range []backend{runtimetest.MemoryBackend, runtimetest.MongoBackend} {
+		t.Run(b.Name, func(t *testing.T) {
+			if b.Name != runtimetest.MemoryBackend.Name && testing.Short() {
+				t.Skip("-short: memory store only")
+			}
+			test(t, b)
+		})
+	}
 }
 
 // replica is one process of the service: a manager with the garbage
@@ -69,7 +99,7 @@ func startReplica(t *testing.T, st store.Store, opts Options) *replica {
 		opts.StartDelay = 500 * time.Millisecond
 	}
 	if opts.ProgressInterval == 0 {
-		opts.ProgressInterval = 100 * time.Millisecond
+		opts.ProgressInterval = 200 * time.Millisecond
 	}
 	if err := SetupWithManager(mgr, opts); err != nil {
 		t.Fatal(err)

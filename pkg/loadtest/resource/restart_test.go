@@ -89,12 +89,9 @@ func TestCrashedRunnerIsInterrupted(t *testing.T) {
 	}
 
 	startReplica(t, st, Options{})
-	lt = waitFor(t, st, "orphan", "to end", func(lt *LoadTest) bool { return lt.Status.Phase.Final() })
+	lt = waitFor(t, st, "orphan", "to end and let go", func(lt *LoadTest) bool { return lt.Status.Phase.Final() && len(lt.Finalizers) == 0 })
 	if lt.Status.Phase != PhaseFailed || lt.Status.Reason != ReasonInterrupted || !strings.Contains(lt.Status.Message, dead.Name+" is gone") {
 		t.Fatalf("want Failed/Interrupted naming the member: %s", describe(lt))
-	}
-	if len(lt.Finalizers) != 0 {
-		t.Errorf("finalizers %v", lt.Finalizers)
 	}
 	if n := srv.requests.Load(); n != 0 {
 		t.Errorf("%d shots fired for a part of a dead member", n)

@@ -188,7 +188,11 @@ func (r *runner) execute(ctx context.Context, cancel context.CancelCauseFunc, se
 	go func() {
 		select {
 		case <-sess.Done():
-			cancel(errSessionLost)
+			if sess.Err() == nil {
+				cancel(errStopping) // a clean stop ends the session
+			} else {
+				cancel(errSessionLost)
+			}
 		case <-ctx.Done():
 		}
 	}()
@@ -355,28 +359,42 @@ func (r *runner) writeFinal(key meta.Key, uid string, final *LoadTestPartStatus,
 }
 
 // updatePart applies mutate to the stored status of the part key with uid
-// and writes it, retrying lost compare-and-swaps from a fresh read. A
-// mutate that returns false writes nothing. Another incarnation of the
-// part is errs.NotFound.
+// and writes it; see updatePartObject.
 func (r *runner) updatePart(ctx context.Context, key meta.Key, uid string, mutate func(*LoadTestPartStatus) bool) error {
+	_, err := updatePartObject(ctx, r.st, key, uid, true, func(p *LoadTestPart) bool { return mutate(&p.Status) })
+	return err
+}
+
+// updatePartObject applies mutate to a fresh read of the part key with
+// uid and writes it (its status if status is set, else its spec),
+// retrying lost compare-and-swaps from a fresh read: parts are written
+// often (progress), so a cached copy is usually stale. A mutate that
+// returns false writes nothing. It returns the part as stored. Another
+// incarnation of the part is errs.NotFound.
+func updatePartObject(ctx context.Context, st store.Store, key meta.Key, uid string, status bool, mutate func(*LoadTestPart) bool) (*LoadTestPart, error) {
 	delay := 5 * time.Millisecond
 	for {
 		p := &LoadTestPart{}
-		if err := r.st.Get(ctx, key, p); err != nil {
-			return err
+		if err := st.Get(ctx, key, p); err != nil {
+			return nil, err
 		}
 		if p.UID != uid {
-			return errs.New(errs.NotFound, "LoadTestPart %s was replaced", key)
+			return nil, errs.New(errs.NotFound, "LoadTestPart %s was replaced", key)
 		}
-		if !mutate(&p.Status) {
-			return nil
+		if !mutate(p) {
+			return p, nil
 		}
-		err := r.st.UpdateStatus(ctx, p)
+		var err error
+		if status {
+			err = st.UpdateStatus(ctx, p)
+		} else {
+			err = st.Update(ctx, p)
+		}
 		if !errs.IsConflict(err) {
-			return err
+			return p, err
 		}
 		if !sleep(ctx, delay/2+rand.N(delay)) {
-			return err
+			return nil, err
 		}
 		delay = min(delay*2, 200*time.Millisecond)
 	}
