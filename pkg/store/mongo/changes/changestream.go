@@ -151,8 +151,13 @@ func (f *ChangeStreamFeed) Subscribe(ctx context.Context, o SubscribeOptions) (S
 		cs:     cs,
 		last:   o.From,
 	}
-	if tok := cs.ResumeToken(); tok != nil {
-		s.last = TokenPosition(append(bson.Raw(nil), tok...))
+	if o.From.IsZero() {
+		// A new stream starts now: the token of its (empty) first batch is
+		// its position. A resumed one may hold undelivered events in its
+		// first batch, so it stays at From until Next returns them.
+		if tok := cs.ResumeToken(); tok != nil {
+			s.last = TokenPosition(append(bson.Raw(nil), tok...))
+		}
 	}
 	f.mu.Lock()
 	if f.closed {
