@@ -268,11 +268,14 @@ func (c *coordinator) Reconcile(ctx context.Context, req controller.Request) (co
 		}
 		return controller.Result{}, err
 	}
-	if !c.membersReady() {
-		return controller.Result{RequeueAfter: 100 * time.Millisecond}, nil
-	}
 	status := meta.DeepCopyValue(lt.Status)
 	status.ObservedGeneration = lt.Generation
+	// Planning and judging liveness need the member list: until the
+	// membership has listed the members, every member would look gone.
+	needMembers := status.Phase == PhaseRunning || (!lt.IsBeingDeleted() && !status.Phase.Final())
+	if needMembers && !c.membersReady() {
+		return controller.Result{RequeueAfter: 100 * time.Millisecond}, nil
+	}
 	switch {
 	case status.Phase == PhaseRunning:
 		return c.running(ctx, lt, &status)
@@ -295,8 +298,8 @@ func (c *coordinator) Reconcile(ctx context.Context, req controller.Request) (co
 }
 
 // plan validates a test that has not started and, when enough members
-// are live, assigns its parts and marks it Running; the parts are created
-// by the next reconcile, from the assignment in status.
+// are live, stores the plan (the parts, their members and the start) in
+// its status, marking it Running, and then creates the parts from it.
 func (c *coordinator) plan(ctx context.Context, lt *LoadTest, status *LoadTestStatus) (controller.Result, error) {
 	now := c.now()
 	err := lt.Spec.Validate()
@@ -539,7 +542,9 @@ func (c *coordinator) running(ctx context.Context, lt *LoadTest, status *LoadTes
 	if p := sumProgress(progress); p != nil {
 		status.Progress = p
 	}
-	if !first.IsZero() {
+	if !first.IsZero() && n == 1 {
+		// A single part starts when its runner gets it; parallel parts
+		// start at the planned common start, which status keeps.
 		status.StartTime = first
 	}
 	if !allFinal {

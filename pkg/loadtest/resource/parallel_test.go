@@ -136,3 +136,29 @@ func TestAutostopInOnePartStopsAll(t *testing.T) {
 		t.Errorf("%d shots (%d after the end)", n, n-sent)
 	}
 }
+
+// TestReplicasRunEachTestOnce starts tests of one part on three replicas
+// that all coordinate: each test runs exactly once, on one member.
+func TestReplicasRunEachTestOnce(t *testing.T) {
+	srv := newTarget(t)
+	st := newStore(t)
+	for range 3 {
+		startReplica(t, st, Options{})
+	}
+	names := []string{"one", "two", "three"}
+	for _, name := range names {
+		create(t, st, name, spec(srv.URL, 10, 500*time.Millisecond))
+	}
+	for _, name := range names {
+		lt := waitFor(t, st, name, "to end", func(lt *LoadTest) bool { return lt.Status.Phase.Final() })
+		if lt.Status.Phase != PhaseSucceeded || lt.Status.Results.Requests != 5 || len(lt.Status.Parts) != 1 {
+			t.Errorf("%s: %s, %+v", name, describe(lt), lt.Status.Results)
+		}
+	}
+	if n := srv.requests.Load(); n != 15 {
+		t.Errorf("the server saw %d requests, want 3 tests × 5", n)
+	}
+	if ps := parts(t, st); len(ps) != 3 {
+		t.Errorf("%d parts, want 3", len(ps))
+	}
+}

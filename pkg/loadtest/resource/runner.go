@@ -176,7 +176,9 @@ func (r *runner) execute(ctx context.Context, cancel context.CancelCauseFunc, se
 	final := &LoadTestPartStatus{}
 	defer func() {
 		cancel(nil)
-		r.writeFinal(key, uid, final, log)
+		if final != nil {
+			r.writeFinal(key, uid, final, log)
+		}
 		r.mu.Lock()
 		delete(r.runs, key)
 		r.finished[key] = uid
@@ -197,15 +199,24 @@ func (r *runner) execute(ctx context.Context, cancel context.CancelCauseFunc, se
 		}
 	}()
 
+	marked := false
 	err := r.updatePart(ctx, key, uid, func(s *LoadTestPartStatus) bool {
 		if s.Phase != "" && s.Phase != PhasePending {
 			return false
 		}
 		s.Phase, s.Reason, s.Message = PhaseRunning, ReasonRunning, ""
+		marked = true
 		return true
 	})
-	if err != nil {
+	switch {
+	case errs.IsNotFound(err):
+		final = nil // deleted: nothing to report to
+		return
+	case err != nil:
 		final = stopped(context.Cause(ctx), err)
+		return
+	case !marked:
+		final = nil // it ended meanwhile (its member was taken for gone)
 		return
 	}
 
@@ -231,7 +242,11 @@ func (r *runner) execute(ctx context.Context, cancel context.CancelCauseFunc, se
 		log.Info("part cannot run", "error", err.Error())
 		return
 	}
-	log.Info("running part", "startAt", part.Spec.StartAt)
+	if at := part.Spec.StartAt; !at.IsZero() {
+		log.Info("running part", "startAt", at)
+	} else {
+		log.Info("running part")
+	}
 
 	// Progress goes to the part every interval, not per shot.
 	progStop, progDone := make(chan struct{}), make(chan struct{})
