@@ -83,7 +83,9 @@
 // evaluated by each part on its own share, so "rps" and "errors" autostop
 // rules see the share's numbers; whole-run thresholds are judged on the
 // merged result. The start of a parallel run is as synchronized as the
-// members' wall clocks.
+// members' wall clocks; a part that could not even be created by its
+// start plus StartDelay fails the run (reason PartLost) rather than
+// merging shares that did not run together.
 //
 // # Cancellation, deletion and restarts
 //
@@ -97,7 +99,9 @@
 // results so far; a runner whose Member session ends stops its parts. A
 // part whose Member is gone (deleted on stop, or reaped by the others once
 // its lease expired after a crash) is marked Interrupted by the
-// coordinator, and the test ends Failed with reason Interrupted. A
+// coordinator (gone means gone from the store, not merely unseen by this
+// replica yet), and the test ends Failed with reason Interrupted. A
 // process that restarts registers a new Member, so it never resumes the
-// parts of its previous life.
+// parts of its previous life. After a crash the wait is the Member's lease
+// (15s by default): until then the process cannot be told from a slow one.
 package resource
