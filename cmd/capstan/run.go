@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -127,7 +128,8 @@ func runManager(ctx context.Context, cmd *cobra.Command, f *runFlags) error {
 		if err != nil {
 			return errs.Invalid("data-dir", "%v", err)
 		}
-		srv, err := embedded.New(embedded.Options{DataDir: dir, Addr: f.listen})
+		srv, err := embedded.New(embedded.Options{DataDir: dir, Addr: f.listen,
+			Logger: slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		if err != nil {
 			return err
 		}

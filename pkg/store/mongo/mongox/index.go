@@ -26,8 +26,7 @@ type Index struct {
 	Sparse bool
 }
 
-// EnsureIndexes creates the indexes of want that coll lacks, in one
-// command. An existing index of the same name must have the same keys and
+// EnsureIndexes creates the indexes of want that coll lacks. An existing index of the same name must have the same keys and
 // uniqueness, else the result is errs.FailedPrecondition and nothing is
 // changed: EnsureIndexes never drops an index. Running it again, or from
 // several processes at once, is harmless.
@@ -41,8 +40,10 @@ func EnsureIndexes(ctx context.Context, coll *mongo.Collection, want ...Index) e
 	if err != nil || len(missing) == 0 {
 		return err
 	}
-	models := make([]mongo.IndexModel, len(missing))
-	for i, ix := range missing {
+	// One index per command: FerretDB's createIndexes with several new
+	// indexes on a new collection intermittently panics ("slice bounds out
+	// of range") and drops the connection; single-index commands do not.
+	for _, ix := range missing {
 		o := options.Index().SetName(ix.Name)
 		if ix.Unique {
 			o.SetUnique(true)
@@ -50,15 +51,14 @@ func EnsureIndexes(ctx context.Context, coll *mongo.Collection, want ...Index) e
 		if ix.Sparse {
 			o.SetSparse(true)
 		}
-		models[i] = mongo.IndexModel{Keys: ix.Keys, Options: o}
-	}
-	if _, err := coll.Indexes().CreateMany(ctx, models); err != nil {
-		// Another process may have created them in the meantime; if what
-		// exists now matches, that is success.
-		if again, lerr := missingIndexes(ctx, coll, want); lerr == nil && len(again) == 0 {
-			return nil
+		if _, err := coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: ix.Keys, Options: o}); err != nil {
+			// Another process may have created them in the meantime; if
+			// what exists now matches, that is success.
+			if again, lerr := missingIndexes(ctx, coll, want); lerr == nil && len(again) == 0 {
+				return nil
+			}
+			return Errf(err, "create indexes on %s", coll.Name())
 		}
-		return Errf(err, "create indexes on %s", coll.Name())
 	}
 	return nil
 }
