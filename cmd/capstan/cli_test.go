@@ -88,9 +88,11 @@ func TestApplyGetDeleteRoundTrip(t *testing.T) {
 	if spec["size"].(json.Number).String() != "4" {
 		t.Fatalf("spec after change: %v", spec)
 	}
-	table := mustRun(t, "", append([]string{"get", "widget"}, db...)...)
-	if !strings.Contains(table, "default     hello") {
-		t.Fatalf("table:\n%s", table)
+	for _, kind := range []string{"widget", "Widget", "widgets"} {
+		table := mustRun(t, "", append([]string{"get", kind}, db...)...)
+		if !strings.Contains(table, "default     hello") {
+			t.Fatalf("get %s table:\n%s", kind, table)
+		}
 	}
 	if out := mustRun(t, "", append([]string{"delete", "widget", "hello"}, db...)...); out != "widget/hello deleted\n" {
 		t.Fatalf("delete: %q", out)

@@ -69,6 +69,18 @@ func (f *clientFlags) connect(ctx context.Context) (*client, error) {
 	return &client{st: st, scheme: scheme, flags: f}, nil
 }
 
+// hasCollection reports whether the database has a collection named name.
+func (c *client) hasCollection(name string) bool {
+	ms, ok := c.st.(*mongostore.Store)
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.flags.timeout)
+	defer cancel()
+	names, err := ms.Database().ListCollectionNames(ctx, map[string]any{"name": name})
+	return err == nil && len(names) > 0
+}
+
 func (c *client) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -91,6 +103,11 @@ func (c *client) kind(name string) (*store.Kind, error) {
 	}
 	// Kinds are CamelCase; "widget" on the command line means "Widget".
 	name = strings.ToUpper(name[:1]) + name[1:]
+	// A plural that names an existing collection ("webservers") means
+	// that collection.
+	if lower := strings.ToLower(name); lower != store.DefaultCollection(name) && c.hasCollection(lower) {
+		opts = append(opts, store.WithCollection(lower))
+	}
 	k, err := c.scheme.RegisterUnstructured(name, opts...)
 	if errs.IsAlreadyExists(err) {
 		return c.scheme.Kind(name)
