@@ -134,8 +134,9 @@ func decodeError(b []byte, err error) error {
 	return &c
 }
 
-// MarshalJSON writes the spec; a spec that did not decode strictly is
-// written back exactly as it was read.
+// MarshalJSON writes the spec. A decoded spec is written back exactly as
+// it was read while it still means the same (always, if it did not decode
+// strictly); a changed one is written afresh.
 func (s LoadTestSpec) MarshalJSON() ([]byte, error) {
 	if s.raw != nil && (s.decodeErr != nil || s.sameAsRaw()) {
 		return s.raw, nil
