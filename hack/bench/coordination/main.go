@@ -163,13 +163,18 @@ func run(c config) error {
 
 	// Locks: raw round trip, uncontended pairs, hand-over and watch
 	// latency, per round; contention per round.
-	var rawMs, pairMs, pairOps, handMs, watchMs, contOps, contP50, contP99 []float64
+	var rawMs, writeMs, rawBusyMs, writeBusyMs, acqMs, relMs, pairMs, pairOps, handMs, watchMs, contOps, contP50, contP99 []float64
 	for r := range c.rounds {
 		lr, err := lockRound(ctx, st, c, r)
 		if err != nil {
 			return fmt.Errorf("lock round %d: %w", r, err)
 		}
 		rawMs = append(rawMs, lr.raw)
+		writeMs = append(writeMs, lr.write)
+		rawBusyMs = append(rawBusyMs, lr.rawBusy)
+		writeBusyMs = append(writeBusyMs, lr.writeBusy)
+		acqMs = append(acqMs, lr.acq)
+		relMs = append(relMs, lr.rel)
 		pairMs = append(pairMs, lr.pair)
 		pairOps = append(pairOps, lr.pairOps)
 		handMs = append(handMs, lr.hand)
@@ -185,7 +190,14 @@ func run(c config) error {
 	handRT := median(handMs) / raw
 	watch := median(watchMs)
 	add("raw findOneAndUpdate round trip", ms(raw), fmt.Sprintf("median of %d, the unit (RT)", c.rawN))
+	add("store Update of a Lock (compare-and-swap)", ms(median(writeMs)), fmt.Sprintf("%.2f RT; median of %d", median(writeMs)/raw, c.rawN))
+	add("raw findOneAndUpdate, 2 lock processes running", ms(median(rawBusyMs)), fmt.Sprintf("%.2f RT; their Membership and Lock informers watch", median(rawBusyMs)/raw))
+	add("store Update of a Lock, 2 lock processes running", ms(median(writeBusyMs)), fmt.Sprintf("%.2f RT", median(writeBusyMs)/raw))
 	add("lock acquire+release, uncontended", ms(median(pairMs)), fmt.Sprintf("%.2f RT (target ≤ 3); %d pairs", lockRT, c.pairs))
+	add("  of which Acquire / Release", ms(median(acqMs))+" / "+ms(median(relMs)), fmt.Sprintf("%.2f RT / %.2f RT", median(acqMs)/raw, median(relMs)/raw))
+	busy := median(rawBusyMs)
+	add("  in round trips measured with the processes running", fmt.Sprintf("%.2f RT", median(pairMs)/busy),
+		fmt.Sprintf("Acquire %.2f RT, Release %.2f RT, hand-over %.2f RT", median(acqMs)/busy, median(relMs)/busy, median(handMs)/busy))
 	add("lock pairs/s, uncontended", fmt.Sprintf("%.0f", median(pairOps)), "one process, one lock")
 	add(fmt.Sprintf("lock acquisitions/s, %d contenders", c.contenders), fmt.Sprintf("%.0f", median(contOps)),
 		fmt.Sprintf("each its own Membership+Locks, one lock, %v", c.contendFor))
@@ -288,29 +300,17 @@ func startProc(ctx context.Context, st store.Store) (*proc, error) {
 func (p *proc) stop() { p.cancel(); p.wg.Wait() }
 
 type lockResult struct {
-	raw, pair, pairOps, hand, watch, contOps, contP50, contP99 float64
+	raw, write, rawBusy, writeBusy, acq, rel, pair, pairOps, hand, watch, contOps, contP50, contP99 float64
 }
 
 func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (lockResult, error) {
 	var res lockResult
-	// The unit: one findOneAndUpdate round trip through the raw client.
-	coll := st.Client().Database("bench").Collection("raw_roundtrip")
-	id := fmt.Sprintf("r%d", round)
-	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "n", Value: 0}}); err != nil {
+	// The unit: one findOneAndUpdate round trip through the raw client,
+	// then one compare-and-swap Update of a Lock through the store.
+	var err error
+	if res.raw, res.write, err = roundTrips(ctx, st, c.rawN, fmt.Sprintf("r%d", round)); err != nil {
 		return res, err
 	}
-	var raw []float64
-	for range c.rawN {
-		t := time.Now()
-		var out bson.M
-		err := coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}},
-			options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&out)
-		if err != nil {
-			return res, err
-		}
-		raw = append(raw, msSince(t))
-	}
-	res.raw = median(raw)
 
 	a, err := startProc(ctx, st)
 	if err != nil {
@@ -322,10 +322,14 @@ func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (
 		return res, err
 	}
 	defer b.stop()
+	// The same with the two processes' informers watching.
+	if res.rawBusy, res.writeBusy, err = roundTrips(ctx, st, c.rawN, fmt.Sprintf("r%d-busy", round)); err != nil {
+		return res, err
+	}
 
 	// Uncontended pairs on one lock (a few warm-up pairs first).
 	name := fmt.Sprintf("solo-%d", round)
-	var pairs []float64
+	var pairs, acqs, rels []float64
 	var total time.Duration
 	for i := range c.pairs + 5 {
 		t := time.Now()
@@ -333,15 +337,18 @@ func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (
 		if err != nil {
 			return res, err
 		}
+		tr := time.Now()
 		if err := h.Release(ctx); err != nil {
 			return res, err
 		}
 		if i >= 5 {
 			pairs = append(pairs, msSince(t))
+			acqs = append(acqs, float64(tr.Sub(t).Microseconds())/1000)
+			rels = append(rels, msSince(tr))
 			total += time.Since(t)
 		}
 	}
-	res.pair = median(pairs)
+	res.pair, res.acq, res.rel = median(pairs), median(acqs), median(rels)
 	res.pairOps = float64(c.pairs) / total.Seconds()
 
 	// Hand-over: the holder alternates between a and b.
@@ -449,6 +456,41 @@ func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (
 	res.contP50 = percentile(waits, 50)
 	res.contP99 = percentile(waits, 99)
 	return res, nil
+}
+
+// roundTrips returns the median ms of one findOneAndUpdate through the
+// raw client and of one compare-and-swap Update of a Lock through the
+// store.
+func roundTrips(ctx context.Context, st *mongostore.Store, n int, id string) (float64, float64, error) {
+	coll := st.Client().Database("bench").Collection("raw_roundtrip")
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "n", Value: 0}}); err != nil {
+		return 0, 0, err
+	}
+	var raw []float64
+	for range n {
+		t := time.Now()
+		var out bson.M
+		err := coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}},
+			options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&out)
+		if err != nil {
+			return 0, 0, err
+		}
+		raw = append(raw, msSince(t))
+	}
+	lk := &coordination.Lock{ObjectMeta: meta.ObjectMeta{Namespace: "bench-rt", Name: id}}
+	if err := st.Create(ctx, lk); err != nil {
+		return 0, 0, err
+	}
+	var writes []float64
+	for range n {
+		lk.Spec.Token++
+		t := time.Now()
+		if err := st.Update(ctx, lk); err != nil {
+			return 0, 0, err
+		}
+		writes = append(writes, msSince(t))
+	}
+	return median(raw), median(writes), nil
 }
 
 func cmpErr(a, b error) error {
