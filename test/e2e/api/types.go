@@ -271,9 +271,10 @@ const (
 	OutcomeError    = "error"
 )
 
-// Report is a replica's view of itself, rewritten periodically: which
-// Members it registered, whether it leads, which lock token and shards it
-// believes it holds.
+// Report is a replica's view of itself: which Members it registered,
+// whether it leads, which shards and lock token it believes it holds. The
+// replica rewrites it when its Member, leadership or shards change, and
+// every few seconds otherwise (the lock token is only as fresh as that).
 type Report struct {
 	meta.ObjectMeta `json:"metadata"`
 	// Status is the replica's view.

@@ -489,7 +489,7 @@ func completeSections(entries []api.LedgerEntry) int {
 func (r *run) holderMidSection() (*coordination.Lock, string) {
 	var lk *coordination.Lock
 	var holder string
-	r.waitFor("a lock holder is in the middle of its critical section", 60*time.Second, 10*time.Millisecond, func() (bool, error) {
+	r.waitFor("a lock holder is in the middle of its critical section", 60*time.Second, pollGet, func() (bool, error) {
 		var err error
 		if lk, err = r.lock(); lk == nil || lk.Spec.Holder == "" {
 			return false, err

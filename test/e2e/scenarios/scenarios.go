@@ -52,6 +52,15 @@ func timingArgs() []string {
 	}
 }
 
+// Polling intervals of the checks. The store is shared with the
+// replicas, and a list costs it a scan, so the checks read sparingly:
+// single objects often when a moment is being measured, lists rarely.
+const (
+	pollGet     = 25 * time.Millisecond
+	pollMeasure = 100 * time.Millisecond
+	pollList    = 250 * time.Millisecond
+)
+
 // failoverBound is the longest a new leader may take after the leader was
 // killed. A follower takes the lease over LeaseDuration after it first saw
 // the leader's last renewal; it polls every RetryPeriod plus up to 20%
@@ -181,7 +190,7 @@ func leaderFailover(ctx context.Context, c cluster.Cluster) {
 	var kills []Kill
 	for round := 1; round <= 3; round++ {
 		var lease *coordination.Lease
-		r.waitFor("a leader leads, has recorded its term and does jobs", 60*time.Second, 50*time.Millisecond, func() (bool, error) {
+		r.waitFor("a leader leads, has recorded its term and does jobs", 60*time.Second, pollList, func() (bool, error) {
 			l := &coordination.Lease{}
 			ok, err := r.get(api.LeaderLease, l)
 			if !ok || l.Spec.HolderIdentity == "" {
@@ -209,7 +218,7 @@ func leaderFailover(ctx context.Context, c cluster.Cluster) {
 		kills = append(kills, Kill{Token: oldToken, At: at.UnixNano()})
 
 		var next coordination.Lease
-		r.waitFor("another replica takes the lease", 60*time.Second, 10*time.Millisecond, func() (bool, error) {
+		r.waitFor("another replica takes the lease", 60*time.Second, pollGet, func() (bool, error) {
 			ok, err := r.get(api.LeaderLease, &next)
 			return ok && next.Spec.HolderIdentity != "" && next.Spec.LeaseTransitions > oldToken, err
 		})
@@ -219,7 +228,7 @@ func leaderFailover(ctx context.Context, c cluster.Cluster) {
 		for marker == "" {
 			marker = jobs.create()
 		}
-		r.waitFor("a job created after the kill is done by the new leader", 60*time.Second, 20*time.Millisecond, func() (bool, error) {
+		r.waitFor("a job created after the kill is done by the new leader", 60*time.Second, pollGet, func() (bool, error) {
 			j := &api.Job{}
 			ok, err := r.get(marker, j)
 			return ok && j.Status.Done && j.Status.Token > oldToken, err
@@ -236,7 +245,7 @@ func leaderFailover(ctx context.Context, c cluster.Cluster) {
 
 	jobs.stop()
 	step("check: every job done once, by the leader its token names; no job created after a kill done by the killed leader")
-	r.waitFor("every job is done", 90*time.Second, 250*time.Millisecond, func() (bool, error) {
+	r.waitFor("every job is done", 90*time.Second, pollList, func() (bool, error) {
 		js, err := list[api.Job](r)
 		if err != nil {
 			return false, err
@@ -264,7 +273,7 @@ func pausedLockHolder(ctx context.Context, c cluster.Cluster) {
 	r := newRun(ctx, c, "lock", []string{"lock"}, timingArgs()...)
 	step("start three replicas taking turns at a TTL lock")
 	r.start("r1", "r2", "r3")
-	r.waitFor("three critical sections are complete", 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+	r.waitFor("three critical sections are complete", 60*time.Second, pollMeasure, func() (bool, error) {
 		entries, err := r.ledger()
 		return completeSections(entries) >= 3, err
 	})
@@ -291,7 +300,7 @@ func pausedLockHolder(ctx context.Context, c cluster.Cluster) {
 	}
 
 	var successor coordination.Lock
-	r.waitFor("another replica acquires the lock", 60*time.Second, 10*time.Millisecond, func() (bool, error) {
+	r.waitFor("another replica acquires the lock", 60*time.Second, pollGet, func() (bool, error) {
 		l, err := r.lock()
 		if l != nil {
 			successor = *l
@@ -299,7 +308,7 @@ func pausedLockHolder(ctx context.Context, c cluster.Cluster) {
 		return l != nil && l.Spec.Token > lk.Spec.Token && l.Spec.Holder != "" && l.Spec.Holder != lk.Spec.Holder, err
 	})
 	takeover := time.Since(pausedAt)
-	r.waitFor("the successor writes the ledger", 30*time.Second, 10*time.Millisecond, func() (bool, error) {
+	r.waitFor("the successor writes the ledger", 30*time.Second, pollGet, func() (bool, error) {
 		entries, err := r.ledger()
 		return len(entries) > 0 && entries[len(entries)-1].Token > lk.Spec.Token, err
 	})
@@ -309,7 +318,7 @@ func pausedLockHolder(ctx context.Context, c cluster.Cluster) {
 	step("SIGCONT %s: its next fenced write must be refused", victim)
 	Expect(r.replica(victim).Resume(ctx)).To(Succeed())
 	var refusal *api.Refusal
-	refused := r.waitFor("the resumed holder records the refusal of its stale write", 60*time.Second, 50*time.Millisecond, func() (bool, error) {
+	refused := r.waitFor("the resumed holder records the refusal of its stale write", 60*time.Second, pollList, func() (bool, error) {
 		rs, err := list[api.Refusal](r)
 		for _, x := range rs {
 			if x.Spec.Replica == victim && x.Spec.Token == lk.Spec.Token && x.Spec.Fence == "Lock/"+api.Namespace+"/"+api.LockName {
@@ -325,7 +334,7 @@ func pausedLockHolder(ctx context.Context, c cluster.Cluster) {
 	entries, err := r.ledger()
 	Expect(err).NotTo(HaveOccurred())
 	before := completeSections(entries)
-	r.waitFor("the replicas keep taking turns", 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+	r.waitFor("the replicas keep taking turns", 60*time.Second, pollMeasure, func() (bool, error) {
 		entries, err := r.ledger()
 		return completeSections(entries) >= before+2, err
 	})
@@ -352,7 +361,7 @@ func partitionedReplica(ctx context.Context, c cluster.Cluster) {
 	r.createItems(18)
 	step("start three replicas running the lock loop and the sharded controller")
 	r.start("r1", "r2", "r3")
-	r.waitFor("the shards are spread over the three replicas and every item is reconciled", 90*time.Second, 200*time.Millisecond, func() (bool, error) {
+	r.waitFor("the shards are spread over the three replicas and every item is reconciled", 90*time.Second, pollList, func() (bool, error) {
 		if ok, err := r.spread(shards, "r1", "r2", "r3"); !ok {
 			return false, err
 		}
@@ -389,12 +398,12 @@ func partitionedReplica(ctx context.Context, c cluster.Cluster) {
 		// It finished its section just before the cut: try again.
 		Expect(r.replica(victim).Reconnect(ctx)).To(Succeed())
 		Expect(attempt).To(BeNumerically("<", 5), "could not cut a holder off in the middle of its critical section")
-		r.waitFor("the replica is back", 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+		r.waitFor("the replica is back", 60*time.Second, pollList, func() (bool, error) {
 			return r.spread(shards, "r1", "r2", "r3")
 		})
 	}
 
-	took := r.waitAll(cutAt, 60*time.Second, 20*time.Millisecond,
+	took := r.waitAll(cutAt, 60*time.Second, pollMeasure,
 		milestone{"the others delete its Member", func() (bool, error) {
 			live, err := r.members()
 			return err == nil && !live[member], err
@@ -419,7 +428,7 @@ func partitionedReplica(ctx context.Context, c cluster.Cluster) {
 	for i := 0; i < 18; i++ {
 		Expect(r.bumpItem(fmt.Sprintf("item-%03d", i), 1000)).To(Succeed())
 	}
-	r.waitFor("every item is reconciled by the others", 60*time.Second, 200*time.Millisecond, r.allReconciled)
+	r.waitFor("every item is reconciled by the others", 60*time.Second, pollList, r.allReconciled)
 	for _, it := range mustList[api.Item](r) {
 		Expect(it.Status.Replica).NotTo(Equal(victim), "item %s reconciled by the cut-off replica", it.Name)
 	}
@@ -427,7 +436,7 @@ func partitionedReplica(ctx context.Context, c cluster.Cluster) {
 	step("reconnect %s", victim)
 	Expect(r.replica(victim).Reconnect(ctx)).To(Succeed())
 	reconnectedAt := time.Now()
-	r.waitFor("the reconnected replica registers anew and claims nothing it lost", 90*time.Second, 100*time.Millisecond, func() (bool, error) {
+	r.waitFor("the reconnected replica registers anew and claims nothing it lost", 90*time.Second, pollList, func() (bool, error) {
 		reps, err := r.reports()
 		if err != nil {
 			return false, err
@@ -454,7 +463,7 @@ func partitionedReplica(ctx context.Context, c cluster.Cluster) {
 
 	// It was cut in the middle of its section and retries its next write
 	// until the store answers: that write must be refused.
-	r.waitFor("the reconnected replica's stale ledger write is refused", 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+	r.waitFor("the reconnected replica's stale ledger write is refused", 60*time.Second, pollList, func() (bool, error) {
 		rs, err := list[api.Refusal](r)
 		for _, x := range rs {
 			if x.Spec.Replica == victim && x.Spec.Token == lk.Spec.Token {
@@ -465,13 +474,13 @@ func partitionedReplica(ctx context.Context, c cluster.Cluster) {
 	})
 
 	step("the shards are spread over all three again and the work goes on")
-	r.waitFor("the shards are spread over the three replicas again", 90*time.Second, 200*time.Millisecond, func() (bool, error) {
+	r.waitFor("the shards are spread over the three replicas again", 90*time.Second, pollList, func() (bool, error) {
 		return r.spread(shards, "r1", "r2", "r3")
 	})
 	for i := 0; i < 18; i++ {
 		Expect(r.bumpItem(fmt.Sprintf("item-%03d", i), 1000)).To(Succeed())
 	}
-	r.waitFor("every item is reconciled", 60*time.Second, 200*time.Millisecond, r.allReconciled)
+	r.waitFor("every item is reconciled", 60*time.Second, pollList, r.allReconciled)
 
 	step("check: no stale write accepted after a newer holder's, in the Ledger and in the Items")
 	entries, err := r.ledger()
@@ -503,7 +512,7 @@ func rollingRestart(ctx context.Context, c cluster.Cluster) {
 	step("start three replicas of the sharded controller")
 	names := []string{"r1", "r2", "r3"}
 	r.start(names...)
-	r.waitFor("the shards are spread over the three replicas and every item is reconciled", 90*time.Second, 200*time.Millisecond, func() (bool, error) {
+	r.waitFor("the shards are spread over the three replicas and every item is reconciled", 90*time.Second, pollList, func() (bool, error) {
 		if ok, err := r.spread(shards, names...); !ok {
 			return false, err
 		}
@@ -524,21 +533,21 @@ func rollingRestart(ctx context.Context, c cluster.Cluster) {
 		Expect(r.replica(name).Stop(ctx)).To(Succeed())
 		Expect(r.replica(name).Exited()).To(BeTrue())
 		stopped := time.Since(at)
-		r.waitFor("the others hold every shard", 60*time.Second, 20*time.Millisecond, func() (bool, error) {
+		r.waitFor("the others hold every shard", 60*time.Second, pollMeasure, func() (bool, error) {
 			return r.spread(shards, others...)
 		})
 		measure(fmt.Sprintf("rolling restart: %s stopped", name), stopped)
 		measure(fmt.Sprintf("rolling restart: SIGTERM to %s → its shards held by the others", name), time.Since(at))
 		step("start %s again", name)
 		r.replace(name)
-		r.waitFor("the shards are spread over the three replicas again", 90*time.Second, 50*time.Millisecond, func() (bool, error) {
+		r.waitFor("the shards are spread over the three replicas again", 90*time.Second, pollList, func() (bool, error) {
 			return r.spread(shards, names...)
 		})
 	}
 	updates := load.stop()
 
 	step("check: every item reconciled, no key reconciled by two replicas at once")
-	r.waitFor("every item is reconciled", 90*time.Second, 200*time.Millisecond, r.allReconciled)
+	r.waitFor("every item is reconciled", 90*time.Second, pollList, r.allReconciled)
 	// The replicas write their records every second.
 	time.Sleep(2500 * time.Millisecond)
 	records := r.records()
