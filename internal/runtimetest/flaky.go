@@ -80,27 +80,27 @@ func (f *Flaky) List(ctx context.Context, kind string, opts store.ListOptions) (
 }
 
 // Create implements store.Writer.
-func (f *Flaky) Create(ctx context.Context, obj meta.Object) error {
+func (f *Flaky) Create(ctx context.Context, obj meta.Object, opts ...store.WriteOption) error {
 	if err := f.check(); err != nil {
 		return err
 	}
-	return f.Store.Create(ctx, obj)
+	return f.Store.Create(ctx, obj, opts...)
 }
 
 // Update implements store.Writer.
-func (f *Flaky) Update(ctx context.Context, obj meta.Object) error {
+func (f *Flaky) Update(ctx context.Context, obj meta.Object, opts ...store.WriteOption) error {
 	if err := f.check(); err != nil {
 		return err
 	}
-	return f.Store.Update(ctx, obj)
+	return f.Store.Update(ctx, obj, opts...)
 }
 
 // UpdateStatus implements store.Writer.
-func (f *Flaky) UpdateStatus(ctx context.Context, obj meta.Object) error {
+func (f *Flaky) UpdateStatus(ctx context.Context, obj meta.Object, opts ...store.WriteOption) error {
 	if err := f.check(); err != nil {
 		return err
 	}
-	return f.Store.UpdateStatus(ctx, obj)
+	return f.Store.UpdateStatus(ctx, obj, opts...)
 }
 
 // Delete implements store.Writer.

@@ -33,17 +33,18 @@ type Reader interface {
 
 // Writer writes resources. On success each method updates obj in place
 // with what was stored (uid, resourceVersion, generation, timestamps).
+// WithFence guards Create, Update and UpdateStatus with a fencing token.
 type Writer interface {
 	// Create stores a new object. An existing key is errs.AlreadyExists.
-	Create(ctx context.Context, obj meta.Object) error
+	Create(ctx context.Context, obj meta.Object, opts ...WriteOption) error
 	// Update writes obj's metadata (the client-owned fields), spec and
 	// other top-level fields, never its status. With a resourceVersion
 	// set it is a compare-and-swap: a stale version is errs.Conflict.
 	// Removing the last finalizer of an object being deleted deletes it.
-	Update(ctx context.Context, obj meta.Object) error
+	Update(ctx context.Context, obj meta.Object, opts ...WriteOption) error
 	// UpdateStatus writes only obj's status, compare-and-swap on its
 	// resourceVersion like Update.
-	UpdateStatus(ctx context.Context, obj meta.Object) error
+	UpdateStatus(ctx context.Context, obj meta.Object, opts ...WriteOption) error
 	// Delete deletes the object with obj's key, or marks it with a
 	// deletionTimestamp while it has finalizers. obj receives the last
 	// state. Preconditions in opts must hold, else errs.Conflict.

@@ -187,7 +187,11 @@ func (s *Store) Get(ctx context.Context, key meta.Key, obj meta.Object) error {
 }
 
 // Create implements store.Writer.
-func (s *Store) Create(ctx context.Context, obj meta.Object) error {
+func (s *Store) Create(ctx context.Context, obj meta.Object, opts ...store.WriteOption) error {
+	wo, err := store.ApplyWriteOptions(opts)
+	if err != nil {
+		return err
+	}
 	if err := s.begin(ctx); err != nil {
 		return err
 	}
@@ -202,6 +206,7 @@ func (s *Store) Create(ctx context.Context, obj meta.Object) error {
 	if err := ks.kind.PrepareCreate(in); err != nil {
 		return err
 	}
+	store.ApplyFence(in, wo.Fence)
 	key := meta.KeyOf(in)
 	ks.mu.Lock()
 	if _, ok := ks.objs[key]; ok {
@@ -214,19 +219,23 @@ func (s *Store) Create(ctx context.Context, obj meta.Object) error {
 }
 
 // Update implements store.Writer.
-func (s *Store) Update(ctx context.Context, obj meta.Object) error {
-	return s.update(ctx, obj, false)
+func (s *Store) Update(ctx context.Context, obj meta.Object, opts ...store.WriteOption) error {
+	return s.update(ctx, obj, false, opts)
 }
 
 // UpdateStatus implements store.Writer.
-func (s *Store) UpdateStatus(ctx context.Context, obj meta.Object) error {
-	return s.update(ctx, obj, true)
+func (s *Store) UpdateStatus(ctx context.Context, obj meta.Object, opts ...store.WriteOption) error {
+	return s.update(ctx, obj, true, opts)
 }
 
 // update computes the new object outside the lock from a snapshot of the
 // stored one and commits it if the snapshot is still current, else
 // computes again.
-func (s *Store) update(ctx context.Context, obj meta.Object, status bool) error {
+func (s *Store) update(ctx context.Context, obj meta.Object, status bool, opts []store.WriteOption) error {
+	wo, err := store.ApplyWriteOptions(opts)
+	if err != nil {
+		return err
+	}
 	if err := s.begin(ctx); err != nil {
 		return err
 	}
@@ -267,6 +276,9 @@ func (s *Store) update(ctx context.Context, obj meta.Object, status bool) error 
 			}
 			return store.ConflictError(ks.kind.Name, key, want, have)
 		}
+		if err := store.CheckFence(stored, wo.Fence); err != nil {
+			return err
+		}
 		var out meta.Object
 		if status {
 			out, err = ks.kind.MergeStatus(stored, in)
@@ -275,6 +287,12 @@ func (s *Store) update(ctx context.Context, obj meta.Object, status bool) error 
 		}
 		if err != nil {
 			return err
+		}
+		if wo.Fence != nil {
+			if out == stored {
+				out = meta.DeepCopy(out)
+			}
+			store.ApplyFence(out, wo.Fence)
 		}
 		typ := store.Modified
 		if m := out.GetObjectMeta(); m.DeletionTimestamp != nil && len(m.Finalizers) == 0 {

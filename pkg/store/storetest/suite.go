@@ -59,6 +59,7 @@ func Run(t *testing.T, h Harness) {
 		{"List", s.listTests()},
 		{"Watch", s.watchTests()},
 		{"Invalid", s.invalidTests()},
+		{"Fence", s.fenceTests()},
 		{"Close", s.closeTests()},
 	}
 	for _, g := range groups {
