@@ -81,7 +81,10 @@ type InformerOptions struct {
 	// ResyncPeriod, if set, re-delivers every cached object as an update
 	// about this often (jittered by up to 10%).
 	ResyncPeriod time.Duration
-	// PageSize is the List page size; default 1000.
+	// PageSize, if positive, lists in pages of this size. The default, 0,
+	// lists in one call: every object ends up in the cache anyway, and a
+	// single cursor is much cheaper than pages for both stores (a page
+	// re-sorts or re-scans what follows its start).
 	PageSize int64
 	// MinBackoff and MaxBackoff bound the wait before a failed list or
 	// watch is retried; defaults 100ms and 10s.
@@ -117,8 +120,8 @@ type Informer struct {
 // NewInformer returns an informer of kind over lw. Add indexes and handlers,
 // then Run it.
 func NewInformer(lw ListWatcher, kind string, opts InformerOptions) *Informer {
-	if opts.PageSize <= 0 {
-		opts.PageSize = 1000
+	if opts.PageSize < 0 {
+		opts.PageSize = 0
 	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 100 * time.Millisecond
