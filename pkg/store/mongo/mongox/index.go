@@ -26,7 +26,8 @@ type Index struct {
 	Sparse bool
 }
 
-// EnsureIndexes creates the indexes of want that coll lacks. An existing index of the same name must have the same keys and
+// EnsureIndexes creates the indexes of want that coll lacks, one command
+// each. An existing index of the same name must have the same keys and
 // uniqueness, else the result is errs.FailedPrecondition and nothing is
 // changed: EnsureIndexes never drops an index. Running it again, or from
 // several processes at once, is harmless.
@@ -52,12 +53,12 @@ func EnsureIndexes(ctx context.Context, coll *mongo.Collection, want ...Index) e
 			o.SetSparse(true)
 		}
 		if _, err := coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: ix.Keys, Options: o}); err != nil {
-			// Another process may have created them in the meantime; if
+			// Another process may have created it in the meantime; if
 			// what exists now matches, that is success.
-			if again, lerr := missingIndexes(ctx, coll, want); lerr == nil && len(again) == 0 {
-				return nil
+			if again, lerr := missingIndexes(ctx, coll, []Index{ix}); lerr == nil && len(again) == 0 {
+				continue
 			}
-			return Errf(err, "create indexes on %s", coll.Name())
+			return Errf(err, "create index %s on %s", ix.Name, coll.Name())
 		}
 	}
 	return nil
