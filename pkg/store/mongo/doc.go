@@ -30,11 +30,13 @@
 // stored (the collection is the kind); its apiVersion is, when set.
 // _capstan is the store's: a hash of the spec (the generation rule), a
 // hash of the status (Update's check that it leaves the status alone) and
-// the JSON size without the status (UpdateStatus' size check). Write
-// filters name only _id and dotted paths, which FerretDB needs to serve
-// them from its _id index instead of reading the collection. Indexes:
+// the JSON size without the status (UpdateStatus' size check). Indexes:
 // metadata.uid (unique), metadata.namespace + metadata.name (List's order)
-// and, on MongoDB, a wildcard index on metadata.labels.
+// and, on MongoDB, a wildcard index on metadata.labels. (FerretDB 1.24
+// uses its _id index only for a filter that names nothing but _id, and
+// for finds, whose dotted paths it checks afterwards; its conditional
+// update, findAndModify and delete read the collection up to the first
+// match, for this store and for any other client alike.)
 //
 // # Writes
 //

@@ -19,9 +19,7 @@ import (
 
 // Fields the store adds to every document: _id, and its own bookkeeping
 // in one top-level "_capstan" document. Resources cannot have top-level
-// fields starting with "_" (Kind.Validate), so they never clash. Filters
-// name the bookkeeping by dotted paths: FerretDB serves a query from its
-// _id index only when no other top-level field is named.
+// fields starting with "_" (Kind.Validate), so they never clash.
 const (
 	fieldID = "_id"
 	// fieldStore is the store's subdocument.
