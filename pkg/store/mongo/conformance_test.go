@@ -2,7 +2,6 @@ package mongo
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -16,7 +15,6 @@ func TestConformance(t *testing.T) {
 	client := testClient(t)
 	storetest.Run(t, storetest.Harness{
 		New: func(t *testing.T, scheme *store.Scheme) store.Store {
-			skipStoreWideVersionTests(t)
 			st, err := New(context.Background(), client, scheme, Options{Database: testDatabase(t), WatchMode: WatchOplog, BookmarkInterval: 500 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
@@ -44,12 +42,3 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// skipStoreWideVersionTests skips conformance tests that assume
-// resourceVersions unique across objects, which the contract does not
-// promise and this backend does not give (they are per object);
-// TestWatchEventsInOrderPerObject checks the same behaviour here.
-func skipStoreWideVersionTests(t *testing.T) {
-	if strings.HasSuffix(t.Name(), "/Watch/EventsInOrderPerObject") {
-		t.Skip("storetest keys written spec sizes by resourceVersion alone; resourceVersions are per object here")
-	}
-}

@@ -508,7 +508,6 @@ func TestChangeStreamConformance(t *testing.T) {
 	}
 	storetest.Run(t, storetest.Harness{
 		New: func(t *testing.T, scheme *store.Scheme) store.Store {
-			skipStoreWideVersionTests(t)
 			return newStore(t, testDatabase(t), scheme, Options{WatchMode: WatchChangeStream, BookmarkInterval: 500 * time.Millisecond})
 		},
 		EventTimeout: eventTimeout,

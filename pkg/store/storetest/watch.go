@@ -77,12 +77,18 @@ func (s *suite) testWatchEventsInOrderPerObject(t *testing.T) {
 	w := s.watchFromList(t, st, WidgetKind, store.WatchOptions{})
 	a, b := widget("ns1", "a"), widget("ns1", "b")
 	written := map[meta.Key][]summary{}
-	sizes := map[string]int{} // resourceVersion → spec size written
+	// resourceVersion is per object, so sizes are keyed by object and
+	// version.
+	type version struct {
+		key meta.Key
+		rv  string
+	}
+	sizes := map[version]int{} // spec size written at each version
 	note := func(typ store.EventType, obj *Widget) {
 		sm := summary{Type: typ, Key: meta.KeyOf(obj)}
 		if typ != store.Deleted {
 			sm.RV = obj.ResourceVersion
-			sizes[obj.ResourceVersion] = obj.Spec.Size
+			sizes[version{sm.Key, obj.ResourceVersion}] = obj.Spec.Size
 		}
 		written[sm.Key] = append(written[sm.Key], sm)
 	}
@@ -115,7 +121,7 @@ func (s *suite) testWatchEventsInOrderPerObject(t *testing.T) {
 		sm := summarize([]store.Event{ev})[0]
 		got[sm.Key] = append(got[sm.Key], sm)
 		if ev.Type != store.Deleted {
-			if size, ok := sizes[sm.RV]; !ok || ev.Object.(*Widget).Spec.Size != size {
+			if size, ok := sizes[version{sm.Key, sm.RV}]; !ok || ev.Object.(*Widget).Spec.Size != size {
 				t.Errorf("%s event of %s at rv %s has size %d, want %d", ev.Type, sm.Key, sm.RV, ev.Object.(*Widget).Spec.Size, size)
 			}
 		}
