@@ -228,11 +228,18 @@ func (s *Sharder) Start(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.RebalanceInterval)
 	defer t.Stop()
 	defer s.releaseAll()
+	var last *Session
 	for {
 		sess, err := s.cfg.Membership.WaitSession(ctx)
 		if err != nil {
 			return nil
 		}
+		if last != nil && sess != last {
+			// The session ended while balancing (and the select below
+			// took another case): leases taken under it are not ours.
+			s.dropAll()
+		}
+		last = sess
 		s.balance(ctx, sess)
 		select {
 		case <-ctx.Done():
@@ -273,6 +280,12 @@ func (s *Sharder) balance(ctx context.Context, sess *Session) {
 	for shard := 0; shard < s.cfg.Shards; shard++ {
 		s.mu.Lock()
 		l, draining := s.held[shard], s.draining[shard]
+		if l != nil && l.Spec.HolderIdentity != sess.Name {
+			// Taken under an earlier session: no longer ours.
+			delete(s.held, shard)
+			delete(s.draining, shard)
+			l = nil
+		}
 		if l != nil && want[shard] && draining {
 			delete(s.draining, shard) // wanted again: keep it
 		}
