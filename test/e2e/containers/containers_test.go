@@ -17,20 +17,23 @@ func TestContainers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end tests: skipped with -short")
 	}
+	// Before any testcontainers-go call: no reaper (its image cannot be
+	// pulled here; the suite removes what it creates) and mapped ports on
+	// 127.0.0.1.
+	cluster.ConfigureTestcontainers()
+	if err := cluster.DockerAvailable(context.Background()); err != nil {
+		t.Skip("no Docker engine answers, so the container suite does not run (test/e2e/process checks the same properties with host processes): " + err.Error())
+	}
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "coordination end-to-end: containers")
+	suite, reporter := GinkgoConfiguration()
+	// go test -v shows the steps and the measured times (MEASURE lines).
+	reporter.Verbose = reporter.Verbose || testing.Verbose()
+	RunSpecs(t, "coordination end-to-end: containers", suite, reporter)
 }
 
 var images *cluster.Images
 
 var _ = BeforeSuite(func(ctx SpecContext) {
-	// Before any testcontainers-go call: no reaper (its image cannot be
-	// pulled here; the suite removes what it creates) and mapped ports on
-	// 127.0.0.1.
-	cluster.ConfigureTestcontainers()
-	if err := cluster.DockerAvailable(ctx); err != nil {
-		Skip("no Docker engine answers, so the container suite does not run (test/e2e/process checks the same properties with host processes): " + err.Error())
-	}
 	By("waiting for the other end-to-end suites of this machine to finish")
 	release, err := cluster.Exclusive(ctx)
 	Expect(err).NotTo(HaveOccurred())

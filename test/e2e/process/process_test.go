@@ -20,7 +20,10 @@ func TestProcesses(t *testing.T) {
 		t.Skip("end-to-end tests: skipped with -short")
 	}
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "coordination end-to-end: processes")
+	suite, reporter := GinkgoConfiguration()
+	// go test -v shows the steps and the measured times (MEASURE lines).
+	reporter.Verbose = reporter.Verbose || testing.Verbose()
+	RunSpecs(t, "coordination end-to-end: processes", suite, reporter)
 }
 
 var (

@@ -196,6 +196,35 @@ func CheckItemWrites(records []Record) []string {
 	return problems
 }
 
+// TokensAcrossMembers lists the shard tokens under which one process
+// reconciled with more than one Member: it kept a shard lease taken by an
+// earlier registration after registering anew. Not a safety violation by
+// itself (fencing orders the writes; CheckItemWrites and CheckOverlaps
+// judge them), but worth knowing.
+func TokensAcrossMembers(records []Record) []string {
+	members := map[string]map[string]bool{} // "process shard/token" → members
+	for _, r := range records {
+		k := fmt.Sprintf("%s shard %d token %d", r.Process, r.Shard, r.Token)
+		if members[k] == nil {
+			members[k] = map[string]bool{}
+		}
+		members[k][r.Member] = true
+	}
+	var out []string
+	for k, ms := range members {
+		if len(ms) > 1 {
+			names := make([]string, 0, len(ms))
+			for m := range ms {
+				names = append(names, m)
+			}
+			sort.Strings(names)
+			out = append(out, fmt.Sprintf("%s under members %v", k, names))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Kill is one killed leader: its token, and when the kill was sent (the
 // test's clock).
 type Kill struct {

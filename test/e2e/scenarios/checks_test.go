@@ -138,6 +138,19 @@ func TestCheckItemWrites(t *testing.T) {
 	}
 }
 
+func TestTokensAcrossMembers(t *testing.T) {
+	a1, a2 := write("k1", "a", 1, 2, "2"), write("k2", "a", 1, 2, "3")
+	a2.Member = "m-a-again"
+	b := write("k3", "b", 2, 5, "4")
+	if got := TokensAcrossMembers([]Record{a1, b}); len(got) != 0 {
+		t.Errorf("one member per token: got %q", got)
+	}
+	got := TokensAcrossMembers([]Record{a1, a2, b})
+	if len(got) != 1 || !strings.Contains(got[0], "a/1 shard 1 token 2 under members [m-a m-a-again]") {
+		t.Errorf("got %q", got)
+	}
+}
+
 func job(name string, done bool, by string, token int64) *api.Job {
 	return &api.Job{ObjectMeta: meta.ObjectMeta{Name: name}, Status: api.JobStatus{Done: done, DoneBy: by, Token: token}}
 }

@@ -499,6 +499,7 @@ func partitionedReplica(ctx context.Context, c cluster.Cluster) {
 	}
 	fmt.Fprintf(GinkgoWriter, "critical sections: %d, reconciles: %d, wall-clock overlaps involving the cut-off replica: %d, refusals: %d\n",
 		len(sections), len(records), len(overlaps), len(r.refusals()))
+	noteTokensAcrossMembers(records)
 	r.noteFenceMode()
 }
 
@@ -563,9 +564,18 @@ func rollingRestart(ctx context.Context, c cluster.Cluster) {
 		}
 	}
 	fmt.Fprintf(GinkgoWriter, "spec updates: %d, reconciles: %d (%d written), per replica: %v, overlaps: 0\n", updates, len(records), written, perReplica)
+	noteTokensAcrossMembers(records)
 	AddReportEntry("reconciles checked", len(records))
 	r.noteFenceMode()
 	Expect(written).To(BeNumerically(">=", items), "every item was written at least once")
+}
+
+// noteTokensAcrossMembers prints the shard tokens one process used under
+// two Members (see TokensAcrossMembers).
+func noteTokensAcrossMembers(records []Record) {
+	for _, t := range TokensAcrossMembers(records) {
+		fmt.Fprintf(GinkgoWriter, "NOTE shard token kept across a new registration: %s\n", t)
+	}
 }
 
 // loadFeed changes random Items at a steady rate.
