@@ -36,17 +36,12 @@ func (l *logBuffer) String() string {
 	return l.buf.String()
 }
 
-// waitLine waits for a complete line containing substr written after the
-// first skip bytes and returns it; it fails when ctx ends or exited closes
-// first.
-func (l *logBuffer) waitLine(ctx context.Context, skip int, substr string, exited <-chan struct{}) (string, error) {
+// waitLine waits for a complete line containing substr and returns it; it
+// fails when ctx ends or exited closes first.
+func (l *logBuffer) waitLine(ctx context.Context, substr string, exited <-chan struct{}) (string, error) {
 	for {
 		l.mu.Lock()
-		data := l.buf.Bytes()
-		if skip > len(data) {
-			skip = len(data)
-		}
-		text := string(data[skip:])
+		text := l.buf.String()
 		ch := l.changed
 		l.mu.Unlock()
 		if i := strings.Index(text, substr); i >= 0 {
@@ -63,11 +58,4 @@ func (l *logBuffer) waitLine(ctx context.Context, skip int, substr string, exite
 			return "", errs.Wrap(errs.DeadlineExceeded, ctx.Err(), "waiting for %q", substr)
 		}
 	}
-}
-
-// len returns how many bytes were written.
-func (l *logBuffer) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Len()
 }

@@ -118,7 +118,7 @@ func StartProcesses(ctx context.Context, bins Binaries, dir string) (*Processes,
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	line, err := store.logs.waitLine(wctx, 0, StoreReadyLine, store.done)
+	line, err := store.logs.waitLine(wctx, StoreReadyLine, store.done)
 	if err != nil {
 		_ = store.kill(context.Background())
 		return nil, errs.Wrap(errs.Unavailable, err, "capstan run: %s", store.logs.String())
@@ -164,7 +164,7 @@ func (c *Processes) StartReplica(ctx context.Context, spec ReplicaSpec) (Replica
 	c.mu.Unlock()
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if _, err := p.logs.waitLine(wctx, 0, ReadyLine, p.done); err != nil {
+	if _, err := p.logs.waitLine(wctx, ReadyLine, p.done); err != nil {
 		_ = r.Close(context.Background())
 		return nil, errs.Wrap(errs.Unavailable, err, "replica %s did not get ready: %s", spec.Name, p.logs.String())
 	}
@@ -199,7 +199,6 @@ func (r *procReplica) Reconnect(context.Context) error  { r.proxy.Restore(); ret
 func (r *procReplica) Stop(ctx context.Context) error   { return r.p.stop(ctx, 30*time.Second) }
 func (r *procReplica) Exited() bool                     { return r.p.exited() }
 func (r *procReplica) Logs() string                     { return r.p.logs.String() }
-func (r *procReplica) String() string                   { return "process " + r.name }
 func (r *procReplica) Close(ctx context.Context) error {
 	err := r.p.kill(ctx)
 	_ = r.proxy.Close()
