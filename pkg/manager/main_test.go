@@ -3,9 +3,10 @@ package manager_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/capstanhq/capstan/pkg/store/mongo/mongotest"
 )
 
-// A stopped manager leaves nothing running: servers, caches, controllers
-// and the garbage collector all end with it.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The tests share one embedded MongoDB-wire server for the mongo backend.
+// Leaked goroutines are checked per test (runtimetest.CheckLeaks): a
+// stopped manager leaves nothing running.
+func TestMain(m *testing.M) { mongotest.Main(m) }

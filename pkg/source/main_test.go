@@ -3,9 +3,10 @@ package source_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/capstanhq/capstan/pkg/store/mongo/mongotest"
 )
 
+// The tests share one embedded MongoDB-wire server for the mongo cases.
 // Every informer, cache and source must stop its goroutines when its
-// context ends.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// context ends: each test checks that with runtimetest.CheckLeaks.
+func TestMain(m *testing.M) { mongotest.Main(m) }
