@@ -89,9 +89,15 @@ func (op *operator) appendLedger(ctx context.Context, f store.Fence, e api.Ledge
 			ledger = &api.Ledger{ObjectMeta: meta.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
 			write, err = op.st.Create, nil
 		}
-		if err == nil {
-			if refused, _ := refusedBy(ledger, f); refused {
-				op.refused(ctx, f, ledger, e.Member, errs.New(errs.Conflict, "fenced write refused: %s has token %d, this writer holds %d", f.Name, (*fenceRecord(ledger))[f.Name], f.Token))
+		if err == nil && op.cfg.unfencedLock {
+			// The negative control: a plain compare-and-swap.
+			ledger.Spec.Entries = append(ledger.Spec.Entries, e)
+			if err = write(ctx, ledger); err == nil {
+				return true
+			}
+		} else if err == nil {
+			if refused, have := refusedBy(ledger, f); refused {
+				op.refused(ctx, f, ledger, e.Member, errs.New(errs.Conflict, "fenced write refused: %s has token %d, this writer holds %d", f.Name, have, f.Token))
 				return false
 			}
 			ledger.Spec.Entries = append(ledger.Spec.Entries, e)

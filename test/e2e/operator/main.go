@@ -9,6 +9,8 @@
 //   - lock: a loop acquires a TTL lock and, inside the critical section,
 //     appends entries to a Ledger, each append fenced with the lock's
 //     token; writes the store refuses are recorded as Refusals.
+//     --unfenced-lock drops the token, so that the tests can show what
+//     fencing prevents.
 //   - shard: a sharded controller (coordination.Sharder) copies each
 //     Item's spec.value into its status with a fenced write and records
 //     every reconcile (start, end, shard, token, outcome) in ReconcileLogs.
@@ -65,6 +67,8 @@ type config struct {
 	lockHold  time.Duration
 	lockSteps int
 	lockGap   time.Duration
+	// unfencedLock writes the Ledger without the lock's token.
+	unfencedLock bool
 
 	shards         int
 	shardLease     time.Duration
@@ -96,6 +100,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.lockHold, "lock-hold", 900*time.Millisecond, "how long one critical section lasts")
 	fs.IntVar(&c.lockSteps, "lock-steps", 3, "ledger writes per critical section")
 	fs.DurationVar(&c.lockGap, "lock-gap", 300*time.Millisecond, "pause between two critical sections of one replica")
+	fs.BoolVar(&c.unfencedLock, "unfenced-lock", false, "append to the Ledger without the lock's fencing token (a negative control for the tests)")
 	fs.IntVar(&c.shards, "shards", 6, "shards of the Item controller")
 	fs.DurationVar(&c.shardLease, "shard-lease", 3*time.Second, "shard lease duration")
 	fs.DurationVar(&c.reconcileWork, "reconcile-work", 30*time.Millisecond, "how long one Item reconcile takes")

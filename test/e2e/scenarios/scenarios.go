@@ -91,6 +91,8 @@ func Register(newCluster NewCluster) bool {
 			func(ctx SpecContext) { leaderFailover(ctx, newCluster(ctx)) }, SpecTimeout(5*time.Minute))
 		It("SIGSTOP of a lock holder past its TTL: another replica acquires, and the paused holder's fenced writes are refused after SIGCONT",
 			func(ctx SpecContext) { pausedLockHolder(ctx, newCluster(ctx)) }, SpecTimeout(5*time.Minute))
+		It("negative control: without fencing, the same pause lets the stale holder's write land after its successor's, and the checker reports it",
+			func(ctx SpecContext) { unfencedControl(ctx, newCluster(ctx)) }, SpecTimeout(5*time.Minute))
 		It("a replica cut off from the network: its member, lock and shards move to the others, and after reconnecting it stops acting as holder",
 			func(ctx SpecContext) { partitionedReplica(ctx, newCluster(ctx)) }, SpecTimeout(6*time.Minute))
 		It("rolling restart of three sharded replicas under a steady write load: every object reconciled, no key reconciled by two replicas at once",
@@ -278,40 +280,7 @@ func pausedLockHolder(ctx context.Context, c cluster.Cluster) {
 		return completeSections(entries) >= 3, err
 	})
 
-	var (
-		lk       *coordination.Lock
-		victim   string
-		pausedAt time.Time
-	)
-	for attempt := 1; ; attempt++ {
-		lk, victim = r.holderMidSection()
-		step("SIGSTOP the holder %s in its critical section (token %d)", victim, lk.Spec.Token)
-		pausedAt = time.Now()
-		Expect(r.replica(victim).Pause(ctx)).To(Succeed())
-		time.Sleep(200 * time.Millisecond) // let a write already on the wire land
-		entries, err := r.ledger()
-		Expect(err).NotTo(HaveOccurred())
-		if s := sectionOf(entries, lk.Spec.Token); s != nil && !s.Complete {
-			break
-		}
-		// It wrote its last entry just before the signal: try again.
-		Expect(r.replica(victim).Resume(ctx)).To(Succeed())
-		Expect(attempt).To(BeNumerically("<", 5), "could not pause a holder in the middle of its critical section")
-	}
-
-	var successor coordination.Lock
-	r.waitFor("another replica acquires the lock", 60*time.Second, pollGet, func() (bool, error) {
-		l, err := r.lock()
-		if l != nil {
-			successor = *l
-		}
-		return l != nil && l.Spec.Token > lk.Spec.Token && l.Spec.Holder != "" && l.Spec.Holder != lk.Spec.Holder, err
-	})
-	takeover := time.Since(pausedAt)
-	r.waitFor("the successor writes the ledger", 30*time.Second, pollGet, func() (bool, error) {
-		entries, err := r.ledger()
-		return len(entries) > 0 && entries[len(entries)-1].Token > lk.Spec.Token, err
-	})
+	lk, victim, successor, takeover := r.pauseHolderUntilSuccessorWrites()
 	measure("SIGSTOP of the lock holder → lock acquired by another replica", takeover)
 	Expect(takeover).To(BeNumerically("<=", lockTakeoverBound), "the lock moves within its TTL %v (+ a renewal interval and a second)", lockTTL)
 
@@ -350,6 +319,78 @@ func pausedLockHolder(ctx context.Context, c cluster.Cluster) {
 	fmt.Fprintf(GinkgoWriter, "critical sections: %d (%d complete), ledger entries: %d, overlaps: 0\n", len(sections), completeSections(entries), len(entries))
 	AddReportEntry("critical sections checked", len(sections))
 	r.noteFenceMode()
+}
+
+// pauseHolderUntilSuccessorWrites pauses the lock holder in the middle of
+// its critical section (retrying if it finished the section just before
+// the signal), waits until another replica holds the lock and has written
+// the Ledger, and returns the paused holder's lock, the replica, the
+// successor's lock and how long after the pause the successor acquired.
+func (r *run) pauseHolderUntilSuccessorWrites() (*coordination.Lock, string, coordination.Lock, time.Duration) {
+	var (
+		lk       *coordination.Lock
+		victim   string
+		pausedAt time.Time
+	)
+	for attempt := 1; ; attempt++ {
+		lk, victim = r.holderMidSection()
+		step("SIGSTOP the holder %s in its critical section (token %d)", victim, lk.Spec.Token)
+		pausedAt = time.Now()
+		Expect(r.replica(victim).Pause(r.ctx)).To(Succeed())
+		time.Sleep(200 * time.Millisecond) // let a write already on the wire land
+		entries, err := r.ledger()
+		Expect(err).NotTo(HaveOccurred())
+		if s := sectionOf(entries, lk.Spec.Token); s != nil && !s.Complete {
+			break
+		}
+		// It wrote its last entry just before the signal: try again.
+		Expect(r.replica(victim).Resume(r.ctx)).To(Succeed())
+		Expect(attempt).To(BeNumerically("<", 5), "could not pause a holder in the middle of its critical section")
+	}
+	var successor coordination.Lock
+	r.waitFor("another replica acquires the lock", 60*time.Second, pollGet, func() (bool, error) {
+		l, err := r.lock()
+		if l != nil {
+			successor = *l
+		}
+		return l != nil && l.Spec.Token > lk.Spec.Token && l.Spec.Holder != "" && l.Spec.Holder != lk.Spec.Holder, err
+	})
+	takeover := time.Since(pausedAt)
+	r.waitFor("the successor writes the ledger", 30*time.Second, pollGet, func() (bool, error) {
+		entries, err := r.ledger()
+		return len(entries) > 0 && entries[len(entries)-1].Token > lk.Spec.Token, err
+	})
+	return lk, victim, successor, takeover
+}
+
+// unfencedControl is the negative control of pausedLockHolder: the same
+// pause, with replicas that append to the Ledger without the lock's
+// token. The paused holder's write must then land after its successor's,
+// and CheckLedger must report it: the lock scenario can fail, and it is
+// the fencing that makes it pass.
+func unfencedControl(ctx context.Context, c cluster.Cluster) {
+	r := newRun(ctx, c, "unfenced", []string{"lock"}, append(timingArgs(), "--unfenced-lock")...)
+	step("start two replicas taking turns at a TTL lock, writing without its token")
+	r.start("r1", "r2")
+	r.waitFor("two critical sections are complete", 60*time.Second, pollMeasure, func() (bool, error) {
+		entries, err := r.ledger()
+		return completeSections(entries) >= 2, err
+	})
+	lk, victim, _, _ := r.pauseHolderUntilSuccessorWrites()
+	step("SIGCONT %s: without fencing, its stale write lands after its successor's", victim)
+	Expect(r.replica(victim).Resume(ctx)).To(Succeed())
+	var problems []string
+	r.waitFor("the checker reports the stale write", 60*time.Second, pollMeasure, func() (bool, error) {
+		entries, err := r.ledger()
+		_, problems = CheckLedger(entries)
+		return len(problems) > 0, err
+	})
+	fmt.Fprintf(GinkgoWriter, "without fencing the checker reports: %q\n", problems)
+	// The paused holder's section began before its successor's, so its
+	// late write shows as a section resumed after another began.
+	Expect(problems[0]).To(And(ContainSubstring(fmt.Sprintf("token %d (%s) writes again", lk.Spec.Token, victim)),
+		ContainSubstring("overlapping critical sections")))
+	Expect(r.refusals()).To(BeEmpty(), "nothing refuses an unfenced write")
 }
 
 // partitionedReplica cuts the lock holder (which also holds shards) off
