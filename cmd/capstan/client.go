@@ -81,6 +81,21 @@ func (c *client) hasCollection(name string) bool {
 	return err == nil && len(names) > 0
 }
 
+// connectKind connects and resolves the kind named on the command line;
+// the caller closes the client.
+func (f *clientFlags) connectKind(ctx context.Context, kind string) (*client, *store.Kind, error) {
+	c, err := f.connect(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := c.kind(kind)
+	if err != nil {
+		c.close()
+		return nil, nil, err
+	}
+	return c, k, nil
+}
+
 func (c *client) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -231,15 +246,11 @@ func newGetCmd() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			c, err := f.connect(ctx)
+			c, k, err := f.connectKind(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			defer c.close()
-			k, err := c.kind(args[0])
-			if err != nil {
-				return err
-			}
 			var items []meta.Object
 			if len(args) == 2 {
 				obj := &meta.Unstructured{Kind: k.Name}
@@ -357,15 +368,11 @@ func newDeleteCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			c, err := f.connect(ctx)
+			c, k, err := f.connectKind(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			defer c.close()
-			k, err := c.kind(args[0])
-			if err != nil {
-				return err
-			}
 			obj := &meta.Unstructured{Kind: k.Name}
 			key := c.key(k, args[1])
 			obj.Namespace, obj.Name = key.Namespace, key.Name
@@ -398,15 +405,11 @@ func newWatchCmd() *cobra.Command {
 			ctx := cmd.Context()
 			cctx, cancel := context.WithTimeout(ctx, f.timeout)
 			defer cancel()
-			c, err := f.connect(cctx)
+			c, k, err := f.connectKind(cctx, args[0])
 			if err != nil {
 				return err
 			}
 			defer c.close()
-			k, err := c.kind(args[0])
-			if err != nil {
-				return err
-			}
 			ns := ""
 			if k.Namespaced && !f.allNamespaces {
 				ns = f.namespace
