@@ -190,6 +190,9 @@ type procReplica struct {
 	proxy *Proxy
 }
 
+// The methods below implement Replica: signals go to the process, the
+// network cut is its proxy's.
+
 func (r *procReplica) Name() string                     { return r.name }
 func (r *procReplica) Kill(ctx context.Context) error   { return r.p.kill(ctx) }
 func (r *procReplica) Pause(context.Context) error      { return r.p.signal(syscall.SIGSTOP) }

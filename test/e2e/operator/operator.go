@@ -44,6 +44,8 @@ type operator struct {
 // runnable adapts a function to manager.Runnable, running on every replica.
 type runnable func(ctx context.Context) error
 
+// Start implements manager.Runnable; NeedLeaderElection says it runs on
+// every replica.
 func (r runnable) Start(ctx context.Context) error { return r(ctx) }
 func (r runnable) NeedLeaderElection() bool        { return false }
 
