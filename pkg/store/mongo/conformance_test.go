@@ -41,4 +41,3 @@ func TestConformance(t *testing.T) {
 		EventTimeout: eventTimeout,
 	})
 }
-
