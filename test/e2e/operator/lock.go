@@ -78,7 +78,9 @@ func (op *operator) criticalSection(ctx context.Context, held *coordination.Held
 // appendLedger appends e to the Ledger with a fenced compare-and-swap,
 // retrying version conflicts and unreachable-store errors until the write
 // is accepted (true) or refused (false; recorded as a Refusal) or the
-// process stops (false).
+// process stops (false). A write whose answer was lost may have been
+// applied: an entry already in the Ledger counts as accepted, so a retry
+// never appends it twice.
 func (op *operator) appendLedger(ctx context.Context, f store.Fence, e api.LedgerEntry) bool {
 	key := meta.Key{Namespace: api.Namespace, Name: api.LedgerName}
 	for ctx.Err() == nil {
@@ -88,6 +90,9 @@ func (op *operator) appendLedger(ctx context.Context, f store.Fence, e api.Ledge
 		if errs.IsNotFound(err) {
 			ledger = &api.Ledger{ObjectMeta: meta.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
 			write, err = op.st.Create, nil
+		}
+		if err == nil && hasEntry(ledger.Spec.Entries, e) {
+			return true
 		}
 		if err == nil && op.cfg.unfencedLock {
 			// The negative control: a plain compare-and-swap.
@@ -112,6 +117,16 @@ func (op *operator) appendLedger(ctx context.Context, f store.Fence, e api.Ledge
 		if ctx.Err() == nil {
 			op.log.Info("ledger write failed; retrying", "token", f.Token, "step", e.Step, "error", err.Error())
 			sleep(ctx, 100*time.Millisecond)
+		}
+	}
+	return false
+}
+
+// hasEntry reports whether entries hold e (its token and step identify it).
+func hasEntry(entries []api.LedgerEntry, e api.LedgerEntry) bool {
+	for i := len(entries) - 1; i >= 0; i-- {
+		if entries[i].Token == e.Token && entries[i].Step == e.Step {
+			return true
 		}
 	}
 	return false
