@@ -108,8 +108,8 @@ func NewElector(cfg ElectorConfig) (*Elector, error) {
 	case cfg.RetryPeriod <= 0:
 		return nil, errs.Invalid("retryPeriod", "retry period must be positive")
 	}
-	if _, err := cfg.Store.Scheme().Kind(KindLease); err != nil {
-		return nil, errs.Wrap(errs.FailedPrecondition, err, "the store's scheme lacks the coordination kinds (coordination.AddToScheme)")
+	if err := requireKind(cfg.Store, KindLease); err != nil {
+		return nil, err
 	}
 	if cfg.Logger.GetSink() == nil {
 		cfg.Logger = logr.Discard()

@@ -87,8 +87,8 @@ func NewLocks(cfg LocksConfig) (*Locks, error) {
 	if err := meta.ValidateNamespace("namespace", cfg.Namespace); err != nil {
 		return nil, err
 	}
-	if _, err := cfg.Store.Scheme().Kind(KindLock); err != nil {
-		return nil, errs.Wrap(errs.FailedPrecondition, err, "the store's scheme lacks the coordination kinds (coordination.AddToScheme)")
+	if err := requireKind(cfg.Store, KindLock); err != nil {
+		return nil, err
 	}
 	if cfg.Logger.GetSink() == nil {
 		cfg.Logger = logr.Discard()

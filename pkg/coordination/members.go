@@ -134,8 +134,8 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	if len(cfg.Group) > 200 {
 		return nil, errs.Invalid("group", "group name is longer than 200 characters")
 	}
-	if _, err := cfg.Store.Scheme().Kind(KindMember); err != nil {
-		return nil, errs.Wrap(errs.FailedPrecondition, err, "the store's scheme lacks the coordination kinds (coordination.AddToScheme)")
+	if err := requireKind(cfg.Store, KindMember); err != nil {
+		return nil, err
 	}
 	if cfg.LeaseDuration < 0 {
 		return nil, errs.Invalid("leaseDuration", "lease duration must not be negative")

@@ -77,8 +77,8 @@ func NewProviders(cfg ProvidersConfig) (*Providers, error) {
 	if err := meta.ValidateNamespace("namespace", cfg.Namespace); err != nil {
 		return nil, err
 	}
-	if _, err := cfg.Store.Scheme().Kind(KindProvider); err != nil {
-		return nil, errs.Wrap(errs.FailedPrecondition, err, "the store's scheme lacks the coordination kinds (coordination.AddToScheme)")
+	if err := requireKind(cfg.Store, KindProvider); err != nil {
+		return nil, err
 	}
 	if cfg.Logger.GetSink() == nil {
 		cfg.Logger = logr.Discard()

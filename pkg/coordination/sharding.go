@@ -93,8 +93,8 @@ func NewSharder(cfg ShardingConfig) (*Sharder, error) {
 	if cfg.RebalanceInterval == 0 {
 		cfg.RebalanceInterval = cfg.LeaseDuration / 3
 	}
-	if _, err := cfg.Store.Scheme().Kind(KindLease); err != nil {
-		return nil, errs.Wrap(errs.FailedPrecondition, err, "the store's scheme lacks the coordination kinds (coordination.AddToScheme)")
+	if err := requireKind(cfg.Store, KindLease); err != nil {
+		return nil, err
 	}
 	if cfg.Logger.GetSink() == nil {
 		cfg.Logger = logr.Discard()

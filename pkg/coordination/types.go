@@ -3,6 +3,7 @@ package coordination
 import (
 	"time"
 
+	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
 )
@@ -122,3 +123,12 @@ type ProviderSpec struct {
 func millis(d time.Duration) int64 { return d.Milliseconds() }
 
 func fromMillis(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+// requireKind fails with FailedPrecondition when st's scheme lacks kind,
+// that is when AddToScheme was not called on it.
+func requireKind(st store.Store, kind string) error {
+	if _, err := st.Scheme().Kind(kind); err != nil {
+		return errs.Wrap(errs.FailedPrecondition, err, "the store's scheme lacks the coordination kinds (coordination.AddToScheme)")
+	}
+	return nil
+}
