@@ -10,7 +10,11 @@
 // read with getrusage in the generator process around the run — is its
 // own. Pinning uses taskset when it is installed; the table says whether it
 // was. Each scenario runs several times and the table shows medians. The
-// last line is the headline:
+// A fourth role, -role=wake, measures the floor under the fixed-rate
+// scenarios on this machine: a process that does nothing but wake on the
+// precise timer's grid. The table reports its CPU cost per wake-up and the
+// rate per CPU-second that this cost alone leaves at 5k RPS. The last line
+// is the headline:
 //
 //	RESULT req_per_cpu_sec=… req_per_cpu_sec_5k=… lateness_p99_ms_5k=… allocs_per_shot=…
 //
@@ -23,6 +27,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -40,7 +45,7 @@ import (
 )
 
 func main() {
-	role := flag.String("role", "bench", "bench, server or gen")
+	role := flag.String("role", "bench", "bench, server, gen or wake")
 	addr := flag.String("addr", "127.0.0.1:0", "server: listen address")
 	target := flag.String("target", "", "gen: server address")
 	rps := flag.Float64("rps", 0, "gen: rate; 0 is unlimited")
@@ -57,6 +62,8 @@ func main() {
 		err = serve(*addr)
 	case "gen":
 		err = generate(*target, *rps, *instances, *duration, *timer, *resolution, *cpuProfile)
+	case "wake":
+		err = wake(*target, *resolution, *duration)
 	default:
 		err = bench(*runs, *duration)
 	}
@@ -66,6 +73,9 @@ func main() {
 	}
 }
 
+// benchResponse is the server's answer to every request.
+const benchResponse = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+
 // serve answers every request head ("\r\n\r\n") with a fixed response.
 func serve(addr string) error {
 	ln, err := net.Listen("tcp", addr)
@@ -73,7 +83,7 @@ func serve(addr string) error {
 		return err
 	}
 	fmt.Println(ln.Addr().String())
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+	resp := []byte(benchResponse)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -132,6 +142,56 @@ func cpuSeconds() float64 {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// wakeResult is what a wake probe reports to the orchestrator.
+type wakeResult struct {
+	Wakes   int     `json:"wakes"`
+	Elapsed float64 `json:"elapsed"`
+	CPU     float64 `json:"cpu"`
+}
+
+// wake runs the wake-up floor probe: timer wake-ups every period (the
+// precise timer's default resolution when 0) for d; with a target, each
+// wake-up also sends one request on a keep-alive connection and reads the
+// response, the least a paced generator does per timer slot.
+func wake(target string, period, d time.Duration) error {
+	if period <= 0 {
+		period = config.DefaultTimerResolution
+	}
+	each := func() error { return nil }
+	if target != "" {
+		c, err := net.Dial("tcp", target)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: capstan-bench\r\n\r\n")
+		resp := make([]byte, len(benchResponse))
+		each = func() error {
+			if _, err := c.Write(req); err != nil {
+				return err
+			}
+			_, err := io.ReadFull(c, resp)
+			return err
+		}
+	}
+	cpu0, t0 := cpuSeconds(), time.Now()
+	n, err := wakeLoop(period, d, each)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(wakeResult{Wakes: n, Elapsed: time.Since(t0).Seconds(), CPU: cpuSeconds() - cpu0})
+}
+
+// medianPerWake returns the median CPU seconds per wake-up of probes.
+func medianPerWake(probes []wakeResult) float64 {
+	per := make([]float64, len(probes))
+	for i, w := range probes {
+		per[i] = w.CPU / float64(max(w.Wakes, 1))
+	}
+	sort.Float64s(per)
+	return per[len(per)/2]
 }
 
 func generate(target string, rps float64, instances int, d time.Duration, timer string, resolution time.Duration, profile string) error {
@@ -245,8 +305,24 @@ func bench(runs int, d time.Duration) error {
 		{"fixed 20k rps, coarse timer", 20000, 64, config.TimerCoarse},
 	}
 	results := make([][]genResult, len(scenarios))
+	var wakes, shotWakes []wakeResult
 	pinnedGen := false
 	for r := 0; r < runs; r++ {
+		for _, probe := range []struct {
+			target string
+			into   *[]wakeResult
+		}{{"", &wakes}, {target, &shotWakes}} {
+			args, _ := pinned(0, self, "-role=wake", "-target="+probe.target, "-duration="+d.String())
+			out, err := exec.Command(args[0], args[1:]...).Output()
+			if err != nil {
+				return fmt.Errorf("wake probe: %w", err)
+			}
+			var w wakeResult
+			if err := json.Unmarshal(out, &w); err != nil {
+				return fmt.Errorf("wake probe: %w: %s", err, out)
+			}
+			*probe.into = append(*probe.into, w)
+		}
 		for i, sc := range scenarios {
 			args, ok := pinned(0, self, "-role=gen", "-target="+target, fmt.Sprintf("-rps=%g", sc.rps),
 				fmt.Sprintf("-instances=%d", sc.instances), "-duration="+d.String(), "-timer="+sc.timer)
@@ -291,6 +367,14 @@ func bench(runs int, d time.Duration) error {
 	}
 	tw.Flush()
 	fmt.Println()
+	slots := 1 / config.DefaultTimerResolution.Seconds()
+	perWake, perShotWake := medianPerWake(wakes), medianPerWake(shotWakes)
+	fmt.Printf("floor, measured the same way: a process that only wakes every %v on the engine's timer (%.0f wake-ups/s, the timer slots of the fixed 5k run)\n",
+		config.DefaultTimerResolution, slots)
+	fmt.Printf("  uses %.1f µs of CPU per wake-up: at 5k RPS the timer alone caps a generator at %.0f req/CPU-s;\n", perWake*1e6, 5000/(perWake*slots))
+	fmt.Printf("  sending one request per wake-up and reading its response, %.1f µs: %.0f req/CPU-s at 5k RPS if every slot's 2.5 responses came in one wake-up\n",
+		perShotWake*1e6, 5000/(perShotWake*slots))
+	fmt.Printf("  (35000 req/CPU-s at 5k RPS allows %.1f µs per slot in all)\n\n", 1e6/35000*5000/slots)
 	fmt.Println("targets: saturation ≥ 55000 req/CPU-s; fixed 5k ≥ 35000 req/CPU-s; lateness p99 ≤ 1 ms at 5k; ≤ 2 allocations per shot")
 	fmt.Println("RESULT is measured with the default (precise) timer; allocations are the whole generator's (the lean gun allocates none).")
 	fmt.Printf("RESULT req_per_cpu_sec=%.0f req_per_cpu_sec_5k=%.0f lateness_p99_ms_5k=%.3f allocs_per_shot=%.3f\n",
