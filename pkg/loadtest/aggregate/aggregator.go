@@ -14,12 +14,26 @@ import (
 // Sink receives every sample, in the aggregator's goroutine. A sink that
 // returns an error is closed and receives nothing more; the first error is
 // returned by Run. A sink that also has a method SetStart(time.Time) is
-// given the run's wall-clock start when the aggregator is made.
+// given the run's wall-clock start when the aggregator is made. A sink
+// with a method WantsPhases() bool that returns true asks the engine for
+// the phases of shots (Sample.Connect, Send, Receive) from guns that
+// measure them only on request, because it costs them allocations.
 type Sink interface {
 	// Write records one sample. It MUST NOT retain s.
 	Write(s *Sample) error
 	// Close flushes and releases the sink.
 	Close() error
+}
+
+// WantsPhases reports whether one of sinks asks for the phases of shots:
+// it has a method WantsPhases() bool that returns true.
+func WantsPhases(sinks []Sink) bool {
+	for _, s := range sinks {
+		if w, ok := s.(interface{ WantsPhases() bool }); ok && w.WantsPhases() {
+			return true
+		}
+	}
+	return false
 }
 
 // Options configure an Aggregator.

@@ -7,6 +7,10 @@
 // count. Service time is Done-Sent, what the server alone took. Lateness is
 // Sent-Intended, how far the generator fell behind its schedule.
 //
+// Guns may also split a shot into pandora's phases (Sample.Connect, Send,
+// Receive; the rest of the service time is the wait for the first byte),
+// which phout writes.
+//
 // An Aggregator takes samples through Report, which never blocks: when its
 // buffer is full the sample is dropped and counted, and the count is part
 // of the result. A single goroutine records samples into HDR histograms

@@ -68,6 +68,14 @@ type Sample struct {
 	Sent int64
 	// Done is when the gun returned.
 	Done int64
+	// Connect, Send and Receive split the shot into pandora's phases, in
+	// nanoseconds: Connect is the dial and TLS handshake when the shot
+	// opened a new connection (0 on a reused one), Send the writing of the
+	// request, Receive the time from the first byte of the response to its
+	// last. What Done-Sent leaves over is the wait for the first byte (and
+	// the gun's own work). All three are 0 when the gun does not measure
+	// them.
+	Connect, Send, Receive int64
 	// BytesOut and BytesIn count request and response bytes.
 	BytesOut, BytesIn int64
 	// Code is the protocol's result code (HTTP status, gRPC code).

@@ -33,7 +33,9 @@ type Options struct {
 	// ProgressInterval is how often Observer is called; default 1s.
 	ProgressInterval time.Duration
 	// Sinks receive every sample (phout writers and the like); the engine
-	// closes them at the end of the run.
+	// closes them at the end of the run. When one wants the phases of
+	// shots (aggregate.WantsPhases), guns are asked to measure them
+	// (gun.Env.Phases).
 	Sinks []aggregate.Sink
 	// Buffer is the aggregator's sample queue length; default 65536.
 	Buffer int
@@ -85,6 +87,7 @@ type Engine struct {
 	rules     []aggregate.Rule
 	pools     []*pool
 	overdue   int64
+	phases    bool // a sink wants shot phases
 	agg       atomic.Pointer[aggregate.Aggregator]
 	start     time.Time
 	started   atomic.Bool
@@ -133,7 +136,8 @@ func New(ctx context.Context, spec *config.Spec, opts Options) (*Engine, error) 
 		opts.ProgressInterval = time.Second
 	}
 	rules, _ := spec.Rules()
-	e := &Engine{spec: spec, opts: opts, rules: rules, overdue: int64(spec.Overdue())}
+	e := &Engine{spec: spec, opts: opts, rules: rules, overdue: int64(spec.Overdue()),
+		phases: aggregate.WantsPhases(opts.Sinks)}
 	for i := range spec.Pools {
 		ps := &spec.Pools[i]
 		field := "pools[" + strconv.Itoa(i) + "]"
@@ -354,7 +358,7 @@ func (e *Engine) runPool(issue, shoot context.Context, p *pool, agg *aggregate.A
 		if p.ended.Load() {
 			break
 		}
-		g, err := p.factory.New(shoot, gun.Env{Instance: n, Now: e.elapsed, Report: agg.Report})
+		g, err := p.factory.New(shoot, gun.Env{Instance: n, Now: e.elapsed, Report: agg.Report, Phases: e.phases})
 		if err != nil {
 			// A gun that cannot be made is a failed shot, not a crash:
 			// it is reported once, and the pool goes on without it.
@@ -436,6 +440,7 @@ func (e *Engine) instance(issue, shoot context.Context, p *pool, g gun.Gun, agg 
 		}
 		agg.Report(aggregate.Sample{
 			Tag: tag, Intended: intended, Sent: sent, Done: done,
+			Connect: shot.Connect, Send: shot.Send, Receive: shot.Receive,
 			BytesOut: shot.BytesOut, BytesIn: shot.BytesIn,
 			Code: shot.Code, Errno: shot.Errno, Proto: shot.Proto, Class: shot.Class,
 		})

@@ -18,5 +18,11 @@
 //     from responses and assertions on them; each step is reported as its
 //     own sample.
 //
+// Guns fill in the phases of a shot (Shot.Connect, Send, Receive) where
+// they can: the lean HTTP/1.1 gun always, from monotonic clock readings
+// (no system call, no allocation); the net/http-based guns and scenario
+// steps when Env.Phases asks for them, because tracing a request
+// allocates; the gRPC gun never.
+//
 // Register adds custom guns written in Go.
 package gun

@@ -30,6 +30,12 @@ type Shot struct {
 	Errno int32
 	// BytesOut and BytesIn count the bytes sent and received.
 	BytesOut, BytesIn int64
+	// Connect, Send and Receive are the shot's phases in nanoseconds (see
+	// aggregate.Sample): the dial and TLS handshake of a connection the
+	// shot opened, the writing of the request, and the time from the first
+	// byte of the response to its last. Guns that do not measure them
+	// leave them 0.
+	Connect, Send, Receive int64
 	// Err is the failure, if any, for logs.
 	Err error
 }
@@ -44,6 +50,7 @@ func (s *Shot) Fail(err error) {
 // reset clears the outcome fields.
 func (s *Shot) reset() {
 	s.Code, s.Proto, s.Class, s.Errno, s.BytesOut, s.BytesIn, s.Err = 0, 0, aggregate.OK, 0, 0, 0, nil
+	s.Connect, s.Send, s.Receive = 0, 0, 0
 }
 
 // Reset clears the outcome fields, for reuse of a Shot.
@@ -70,6 +77,11 @@ type Env struct {
 	// Report records an extra sample, for guns that make several requests
 	// per shot (scenario steps).
 	Report func(aggregate.Sample)
+	// Phases asks for the shots' phases (Shot.Connect, Send, Receive)
+	// from guns that pay for measuring them (net/http's tracing
+	// allocates); the engine sets it when a sink wants them (phout). Guns
+	// that measure phases for free fill them regardless.
+	Phases bool
 }
 
 // Factory makes the guns of one pool and holds what they share.

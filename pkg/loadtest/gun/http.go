@@ -227,80 +227,116 @@ type stdFactory struct {
 	client *http.Client
 }
 
-func (f *stdFactory) New(context.Context, Env) (Gun, error) { return &stdGun{f: f}, nil }
+func (f *stdFactory) New(_ context.Context, env Env) (Gun, error) {
+	return &stdGun{f: f, phases: env.Phases}, nil
+}
 
 func (f *stdFactory) Close() error {
 	f.client.CloseIdleConnections()
 	return nil
 }
 
-type stdGun struct{ f *stdFactory }
+type stdGun struct {
+	f      *stdFactory
+	phases bool
+}
 
 func (g *stdGun) Close() error { return nil }
 
 func (g *stdGun) Shoot(ctx context.Context, s *Shot) {
-	code, _, in, out, err := doStd(ctx, g.f.client, g.f.t, s.Ammo.Method, s.Ammo.URI, s.Ammo.Host, s.Ammo.Headers, s.Ammo.Body, nil)
-	s.BytesIn, s.BytesOut = in, out
+	r, err := doStd(ctx, g.f.client, g.f.t, stdRequest{method: s.Ammo.Method, uri: s.Ammo.URI, host: s.Ammo.Host,
+		headers: s.Ammo.Headers, body: s.Ammo.Body, phases: g.phases})
+	s.BytesIn, s.BytesOut = r.in, r.out
+	s.Connect, s.Send, s.Receive = r.connect, r.send, r.receive
 	if err != nil {
 		s.Fail(err)
 		return
 	}
-	s.Proto, s.Code = aggregate.HTTP, int32(code)
-	if code >= 400 {
+	s.Proto, s.Code = aggregate.HTTP, int32(r.code)
+	if r.code >= 400 {
 		s.Class = aggregate.Status
 	}
 }
 
-// doStd makes one request with net/http; body receives the response body
-// when not nil, otherwise it is discarded. It returns the status, the
-// response headers, the bytes received and sent (body sizes) and a
+// stdRequest is one request for doStd.
+type stdRequest struct {
+	method, uri, host string
+	headers           ammo.Headers
+	body              string
+	// keep receives the response body when not nil; otherwise it is
+	// discarded.
+	keep *bytes.Buffer
+	// phases times the request's phases (which allocates).
+	phases bool
+}
+
+// stdResult is what doStd saw: the status, the response headers, the
+// bytes received and sent (body sizes) and, if asked for, the phases.
+type stdResult struct {
+	code                   int
+	header                 http.Header
+	in, out                int64
+	connect, send, receive int64
+}
+
+// doStd makes one request with net/http. It returns what it saw and a
 // transport error.
-func doStd(ctx context.Context, c *http.Client, t *httpTarget, method, uri, host string, hdr ammo.Headers, body string, keep *bytes.Buffer) (int, http.Header, int64, int64, error) {
+func doStd(ctx context.Context, c *http.Client, t *httpTarget, q stdRequest) (stdResult, error) {
+	r := stdResult{out: int64(len(q.body))}
+	method := q.method
 	if method == "" {
 		method = http.MethodGet
 	}
 	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
+	if q.body != "" {
+		rd = strings.NewReader(q.body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, t.url(uri), rd)
+	var pt *phaseTrace
+	rctx := ctx
+	if q.phases {
+		rctx, pt = withPhaseTrace(ctx)
+	}
+	req, err := http.NewRequestWithContext(rctx, method, t.url(q.uri), rd)
 	if err != nil {
-		return 0, nil, 0, 0, err
+		return stdResult{}, err
 	}
 	for _, h := range t.headers {
 		req.Header.Add(h.Name, h.Value)
 	}
-	for _, h := range hdr {
+	for _, h := range q.headers {
 		if strings.EqualFold(h.Name, "Host") {
 			req.Host = h.Value
 			continue
 		}
 		req.Header.Add(h.Name, h.Value)
 	}
-	if host != "" {
-		req.Host = host
+	if q.host != "" {
+		req.Host = q.host
 	}
 	resp, err := c.Do(req)
 	if err != nil {
+		if pt != nil {
+			r.connect, r.send, r.receive = pt.phases()
+		}
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return 0, nil, 0, int64(len(body)), err
+		return r, err
 	}
-	var n int64
-	if keep != nil {
-		n, err = keep.ReadFrom(resp.Body)
+	r.code, r.header = resp.StatusCode, resp.Header
+	if q.keep != nil {
+		r.in, err = q.keep.ReadFrom(resp.Body)
 	} else {
-		n, err = io.Copy(io.Discard, resp.Body)
+		r.in, err = io.Copy(io.Discard, resp.Body)
 	}
 	resp.Body.Close()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return resp.StatusCode, resp.Header, n, int64(len(body)), err
+	if pt != nil {
+		r.connect, r.send, r.receive = pt.phases()
 	}
-	return resp.StatusCode, resp.Header, n, int64(len(body)), nil
+	if err != nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return r, err
 }
 
 // leanFactory makes lean HTTP/1.1 guns: one keep-alive connection each.
@@ -418,25 +454,47 @@ func (g *leanGun) Shoot(ctx context.Context, s *Shot) {
 	s.BytesOut = int64(len(g.wbuf))
 	head := a.Method == "HEAD"
 	for attempt := 0; ; attempt++ {
+		// The phases come from the monotonic clock (time.Now reads it
+		// without a system call): connect is the dial, send the write,
+		// receive from the first byte of the response to its end. A retry
+		// on a new connection measures the phases afresh.
+		s.Connect, s.Send, s.Receive = 0, 0, 0
+		var start time.Time
 		if g.conn == nil {
-			if err := g.dial(ctx); err != nil {
+			dialed := time.Now()
+			err := g.dial(ctx)
+			start = time.Now()
+			s.Connect = int64(start.Sub(dialed))
+			if err != nil {
 				g.fail(ctx, s, err)
 				return
 			}
+		} else {
+			start = time.Now()
 		}
 		reused := g.reused
-		g.conn.SetDeadline(time.Now().Add(g.f.t.timeout))
+		g.conn.SetDeadline(start.Add(g.f.t.timeout))
 		if g.aborted.Load() {
 			// Canceled between the check above and the deadline.
 			g.fail(ctx, s, context.Canceled)
 			return
 		}
 		_, err := g.conn.Write(g.wbuf)
+		wrote := time.Now()
+		s.Send = int64(wrote.Sub(start))
 		var code int
 		var in int64
 		keep := false
 		if err == nil {
-			code, in, keep, err = g.readResponse(head)
+			// Peek fills the buffer with what the first read brings,
+			// as reading the status line would: no extra system call.
+			if _, err = g.br.Peek(1); err != nil {
+				err = readErr(err)
+			} else {
+				first := time.Now()
+				code, in, keep, err = g.readResponse(head)
+				s.Receive = int64(time.Since(first))
+			}
 		}
 		s.BytesIn = in
 		if code > 0 {

@@ -23,7 +23,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
 )
 
-func newGun(t *testing.T, spec config.GunSpec) Gun {
+func newGun(t testing.TB, spec config.GunSpec) Gun {
 	t.Helper()
 	f, err := NewRegistry().Build(context.Background(), &spec, t.TempDir())
 	if err != nil {
@@ -127,7 +127,7 @@ func TestLeanRequestAndResponses(t *testing.T) {
 }
 
 // rawServer answers each connection with script(conn's reader, conn).
-func rawServer(t *testing.T, script func(*bufio.Reader, net.Conn)) string {
+func rawServer(t testing.TB, script func(*bufio.Reader, net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -261,7 +261,7 @@ func TestLeanConnectionRefused(t *testing.T) {
 // staticServer answers every request head ("\r\n\r\n") on a connection
 // with a fixed response, allocating nothing per request, so that
 // allocation counts (which are process-wide) measure the client alone.
-func staticServer(t *testing.T) string {
+func staticServer(t testing.TB) string {
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	return rawServer(t, func(_ *bufio.Reader, conn net.Conn) {
 		buf := make([]byte, 64<<10)

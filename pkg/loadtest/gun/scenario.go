@@ -166,11 +166,16 @@ func (g *scenarioGun) Shoot(ctx context.Context, s *Shot) {
 			intended = s.Intended
 		}
 		smp := aggregate.Sample{Tag: st.Name, Intended: intended, Sent: sent}
-		code, in, out, err := g.step(ctx, st, vars)
+		r, err := g.step(ctx, st, vars)
+		code := r.code
 		smp.Done = g.env.Now()
-		smp.BytesIn, smp.BytesOut = in, out
-		s.BytesIn += in
-		s.BytesOut += out
+		smp.BytesIn, smp.BytesOut = r.in, r.out
+		smp.Connect, smp.Send, smp.Receive = r.connect, r.send, r.receive
+		s.BytesIn += r.in
+		s.BytesOut += r.out
+		s.Connect += r.connect
+		s.Send += r.send
+		s.Receive += r.receive
 		if code > 0 {
 			smp.Proto, smp.Code = aggregate.HTTP, int32(code)
 			s.Proto, s.Code = aggregate.HTTP, int32(code)
@@ -194,25 +199,26 @@ func (g *scenarioGun) Shoot(ctx context.Context, s *Shot) {
 
 var errStatus = errors.New("bad status")
 
-func (g *scenarioGun) step(ctx context.Context, st *step, vars map[string]string) (int, int64, int64, error) {
+// step makes one step's request, checks it and extracts its variables.
+func (g *scenarioGun) step(ctx context.Context, st *step, vars map[string]string) (stdResult, error) {
 	method, err := expand(st.Method, vars)
 	if err != nil {
-		return 0, 0, 0, err
+		return stdResult{}, err
 	}
 	uri, err := expand(st.URI, vars)
 	if err != nil {
-		return 0, 0, 0, err
+		return stdResult{}, err
 	}
 	body, err := expand(st.Body, vars)
 	if err != nil {
-		return 0, 0, 0, err
+		return stdResult{}, err
 	}
 	headers := st.Headers
 	if len(headers) > 0 {
 		headers = slices.Clone(headers)
 		for i := range headers {
 			if headers[i].Value, err = expand(headers[i].Value, vars); err != nil {
-				return 0, 0, 0, err
+				return stdResult{}, err
 			}
 		}
 	}
@@ -223,27 +229,27 @@ func (g *scenarioGun) step(ctx context.Context, st *step, vars map[string]string
 	if !st.needsBody() {
 		keep = nil
 	}
-	code, header, in, out, err := doStd(ctx, g.f.client, g.f.t, method, uri, "", headers, body, keep)
-	resp := stdResp{code: code, header: header}
+	r, err := doStd(ctx, g.f.client, g.f.t, stdRequest{method: method, uri: uri, headers: headers, body: body,
+		keep: keep, phases: g.env.Phases})
 	if err != nil {
-		return code, in, out, err
+		return r, err
 	}
 	if st.Assert != nil {
-		if len(st.Assert.Status) > 0 && !slices.Contains(st.Assert.Status, resp.code) {
-			return resp.code, in, out, fmt.Errorf("%w: status %d not in %v", errAssertion, resp.code, st.Assert.Status)
+		if len(st.Assert.Status) > 0 && !slices.Contains(st.Assert.Status, r.code) {
+			return r, fmt.Errorf("%w: status %d not in %v", errAssertion, r.code, st.Assert.Status)
 		}
 		if st.Assert.BodyContains != "" && !bytes.Contains(g.buf.Bytes(), []byte(st.Assert.BodyContains)) {
-			return resp.code, in, out, fmt.Errorf("%w: body does not contain %q", errAssertion, st.Assert.BodyContains)
+			return r, fmt.Errorf("%w: body does not contain %q", errAssertion, st.Assert.BodyContains)
 		}
 	}
-	if (st.Assert == nil || len(st.Assert.Status) == 0) && resp.code >= 400 {
-		return resp.code, in, out, fmt.Errorf("%w %d", errStatus, resp.code)
+	if (st.Assert == nil || len(st.Assert.Status) == 0) && r.code >= 400 {
+		return r, fmt.Errorf("%w %d", errStatus, r.code)
 	}
 	for i, e := range st.Extract {
 		v, ok := "", false
 		switch {
 		case e.Header != "":
-			v = resp.header.Get(e.Header)
+			v = r.header.Get(e.Header)
 			ok = v != ""
 		case e.JSON != "":
 			v, ok = jsonPath(g.buf.Bytes(), e.JSON)
@@ -253,11 +259,11 @@ func (g *scenarioGun) step(ctx context.Context, st *step, vars map[string]string
 			}
 		}
 		if !ok {
-			return resp.code, in, out, fmt.Errorf("%w: extract %s: not found", errAssertion, e.Var)
+			return r, fmt.Errorf("%w: extract %s: not found", errAssertion, e.Var)
 		}
 		vars[e.Var] = v
 	}
-	return resp.code, in, out, nil
+	return r, nil
 }
 
 func (s *step) needsBody() bool {
@@ -270,11 +276,6 @@ func (s *step) needsBody() bool {
 		}
 	}
 	return false
-}
-
-type stdResp struct {
-	code   int
-	header http.Header
 }
 
 // expand replaces ${name} with vars[name]; an unknown name is an error.

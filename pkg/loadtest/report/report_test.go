@@ -71,6 +71,31 @@ func TestPhout(t *testing.T) {
 	if b.String() != want {
 		t.Fatalf("corrected phout\n%q\nwant\n%q", b.String(), want)
 	}
+
+	// Phases: connect, send and receive as measured, latency the rest of
+	// interval_real.
+	b.Reset()
+	s = aggregate.Sample{Tag: "p", Intended: 5 * ms1, Sent: 7 * ms1, Done: 19*ms1 + 500_000,
+		Connect: 1_200_400, Send: 300_000, Receive: 4_000_999, Code: 200, Proto: aggregate.HTTP}
+	result(t, []aggregate.Sample{s}, NewPhout(&b, false))
+	want = "1700000000.257\tp\t12500\t1200\t300\t7000\t4000\t12500\t0\t0\t0\t200\n"
+	if b.String() != want {
+		t.Fatalf("phout with phases\n%q\nwant\n%q", b.String(), want)
+	}
+	b.Reset()
+	result(t, []aggregate.Sample{s}, NewPhout(&b, true))
+	want = "1700000000.255\tp\t14500\t1200\t300\t9000\t4000\t14500\t0\t0\t0\t200\n"
+	if b.String() != want {
+		t.Fatalf("corrected phout with phases\n%q\nwant\n%q", b.String(), want)
+	}
+	// Phases that do not fit the interval widen it.
+	b.Reset()
+	s.Receive = 20 * ms1
+	result(t, []aggregate.Sample{s}, NewPhout(&b, false))
+	want = "1700000000.257\tp\t21500\t1200\t300\t0\t20000\t21500\t0\t0\t0\t200\n"
+	if b.String() != want {
+		t.Fatalf("phout with phases beyond the interval\n%q\nwant\n%q", b.String(), want)
+	}
 }
 
 func TestSummaryAndJSON(t *testing.T) {
