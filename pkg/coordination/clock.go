@@ -41,6 +41,19 @@ func (c *versionClock) observe(obj meta.Object) time.Time {
 	return now
 }
 
+// seenAt returns when this process first saw obj's version, and false if
+// the version it knows for obj's key is another one.
+func (c *versionClock) seenAt(obj meta.Object) (time.Time, bool) {
+	m := obj.GetObjectMeta()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.seen[m.Key()]
+	if !ok || s.uid != m.UID || s.rv != m.ResourceVersion {
+		return time.Time{}, false
+	}
+	return s.at, true
+}
+
 // expiresIn returns how long until obj, unchanged, has been unchanged for
 // d on this clock (≤ 0: already).
 func (c *versionClock) expiresIn(obj meta.Object, d time.Duration) time.Duration {

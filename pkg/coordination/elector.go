@@ -202,14 +202,86 @@ func (e *Elector) Run(ctx context.Context, onStarted func(ctx context.Context)) 
 }
 
 // acquire retries until this candidate holds the lease or ctx ends.
+//
+// While it follows, it watches the Lease: every change it sees starts the
+// change's lease duration on this process's clock as soon as the event
+// arrives, and wakes an attempt at once (a released or deleted lease is
+// taken without waiting). Between changes it sleeps until the lease it
+// last saw expires, or RetryPeriod (with jitter) if that comes first, so
+// a dead leader's lease is taken over about LeaseDuration after its last
+// renewal reached this process, not up to a RetryPeriod later as with
+// polling alone. Polling stays as the fallback when the watch is down.
 func (e *Elector) acquire(ctx context.Context) bool {
+	wctx, stop := context.WithCancel(ctx)
+	changed := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); e.watchLease(wctx, changed) }()
+	defer func() { stop(); wg.Wait() }()
 	for {
-		if ok, _ := e.tryAcquireOrRenew(ctx, time.Now()); ok {
+		ok, err := e.tryAcquireOrRenew(ctx, time.Now())
+		if ok {
 			e.cfg.Logger.Info("acquired lease", "lease", e.cfg.Lease, "token", e.Token())
 			return true
 		}
-		if !sleepJitter(ctx, e.cfg.RetryPeriod) {
+		wait := jitter(e.cfg.RetryPeriod)
+		if left, ok := e.expiresIn(); ok && err == nil && left < wait {
+			// After a failed attempt the full retry period applies, so
+			// that an unreachable store is not retried in a tight loop.
+			wait = max(left, 0)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-changed:
+			t.Stop()
+		case <-ctx.Done():
+			t.Stop()
 			return false
+		}
+	}
+}
+
+// expiresIn returns how long until the lease last seen expires on this
+// process's clock, and false if none was seen or it has no holder.
+func (e *Elector) expiresIn() (time.Duration, bool) {
+	e.mu.Lock()
+	l := e.lease
+	e.mu.Unlock()
+	if l == nil || l.Spec.HolderIdentity == "" {
+		return 0, false
+	}
+	first, ok := e.clock.seenAt(l)
+	if !ok { // the watch saw a newer version: the next attempt reads it
+		return 0, false
+	}
+	return fromMillis(l.Spec.LeaseDurationMillis) - e.clock.now().Sub(first), true
+}
+
+// watchLease records on the elector's clock every change of the lease that
+// a watch delivers, and signals changed after each, until ctx ends. A
+// watch that fails is opened again after RetryPeriod; changes missed
+// meanwhile are seen by the next attempt's read, later, which only
+// postpones an expiry.
+func (e *Elector) watchLease(ctx context.Context, changed chan<- struct{}) {
+	for {
+		events, err := e.cfg.Store.Watch(ctx, KindLease, store.WatchOptions{Namespace: e.cfg.Lease.Namespace})
+		if err == nil {
+			for ev := range events {
+				if ev.Object == nil || ev.Object.GetObjectMeta().Key() != e.cfg.Lease {
+					continue
+				}
+				if ev.Type != store.Deleted {
+					e.clock.observe(ev.Object)
+				}
+				select {
+				case changed <- struct{}{}:
+				default:
+				}
+			}
+		}
+		if !sleepFor(ctx, e.cfg.RetryPeriod) {
+			return
 		}
 	}
 }
@@ -373,7 +445,7 @@ func sleepFor(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// sleepJitter waits d plus up to 20% more (client-go's jitter factor).
-func sleepJitter(ctx context.Context, d time.Duration) bool {
-	return sleepFor(ctx, d+time.Duration(randInt63n(int64(d)/5+1)))
+// jitter returns d plus up to 20% more (client-go's jitter factor).
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration(randInt63n(int64(d)/5+1))
 }

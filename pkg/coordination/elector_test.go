@@ -422,9 +422,10 @@ func TestElectorCallbacks(t *testing.T) {
 		t.Fatal("a's onStarted context is live after Run returned")
 	}
 	// Run returned only after the callback saw its context end, and
-	// OnStoppedLeading came last.
-	if want := []string{"a:new:a", "a:started", "b:new:a", "a:ctx-done", "a:stopped"}; fmt.Sprint(got()) != fmt.Sprint(want) {
-		t.Fatalf("events = %v, want %v", got(), want)
+	// OnStoppedLeading came last (b, woken by the release, may already
+	// have taken over).
+	if want, ev := []string{"a:new:a", "a:started", "b:new:a", "a:ctx-done", "a:stopped"}, got(); len(ev) < 5 || fmt.Sprint(ev[:5]) != fmt.Sprint(want) {
+		t.Fatalf("events = %v, want %v first", ev, want)
 	}
 	eventually(t, "b leads", func() (bool, string) { return len(got()) == 7, fmt.Sprint(got()) })
 	if tail := got()[5:]; fmt.Sprint(tail) != fmt.Sprint([]string{"b:new:b", "b:started"}) {
@@ -630,5 +631,105 @@ func TestElectorMetrics(t *testing.T) {
 	}
 	if n, err := testutil.GatherAndCount(reg, "capstan_leader_is_leader", "capstan_lease_transitions_total"); err != nil || n != 2 {
 		t.Fatalf("gathered %d series, %v", n, err)
+	}
+}
+
+// slowRetry makes the retry period long against the lease, so that an
+// elector that only polled would take over up to 2.4 retry periods late.
+func slowRetry(c *ElectorConfig) {
+	c.LeaseDuration, c.RenewDeadline, c.RetryPeriod = 600*time.Millisecond, 500*time.Millisecond, 400*time.Millisecond
+}
+
+// A follower takes a dead leader's lease when it expires on the
+// follower's clock, counted from when the watch delivered the leader's
+// last renewal, not at its next poll.
+func TestElectorTakesOverAtExpiry(t *testing.T) {
+	checkLeaks(t)
+	st := newStore(t)
+	ga, gb := newGate(st, "a"), newGate(st, "b")
+	a := runElector(t, newElector(t, ga, "a", slowRetry), nil)
+	eventually(t, "a leads", func() (bool, string) { return a.e.IsLeader(), "" })
+	b := runElector(t, newElector(t, gb, "b", slowRetry), nil)
+	eventually(t, "b sees a lead", func() (bool, string) { return b.e.Leader() == "a", b.e.Leader() })
+	// Let a renew a few times with b watching.
+	time.Sleep(1200 * time.Millisecond)
+	if err := a.stop(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	eventually(t, "b leads", func() (bool, string) { return b.e.IsLeader(), b.e.Leader() })
+	aw := ga.Writes("", KindLease)
+	lastA := aw[len(aw)-1]
+	took, ok := takeover(gb, "b")
+	if !ok {
+		t.Fatal("no takeover write by b recorded")
+	}
+	gap := took.start.Sub(lastA.start)
+	const lease, retry = 600 * time.Millisecond, 400 * time.Millisecond
+	if gap < lease {
+		t.Fatalf("b took the lease %v after a's last write started, before the lease duration %v", gap, lease)
+	}
+	if gap > lease+retry/4 {
+		t.Fatalf("b took the lease %v after a's last write started; want within the lease duration %v plus a quarter retry period", gap, lease)
+	}
+}
+
+// A released lease is taken as soon as the release is seen, without
+// waiting for the next retry.
+func TestElectorTakesReleasedLeaseAtOnce(t *testing.T) {
+	checkLeaks(t)
+	st := newStore(t)
+	ga, gb := newGate(st, "a"), newGate(st, "b")
+	release := func(c *ElectorConfig) { slowRetry(c); c.ReleaseOnCancel = true }
+	a := runElector(t, newElector(t, ga, "a", release), nil)
+	eventually(t, "a leads", func() (bool, string) { return a.e.IsLeader(), "" })
+	b := runElector(t, newElector(t, gb, "b", slowRetry), nil)
+	eventually(t, "b sees a lead", func() (bool, string) { return b.e.Leader() == "a", b.e.Leader() })
+	time.Sleep(200 * time.Millisecond)
+	if err := a.stop(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	eventually(t, "b leads", func() (bool, string) { return b.e.IsLeader(), b.e.Leader() })
+	aw := ga.Writes("", KindLease)
+	released := aw[len(aw)-1]
+	if l := released.obj.(*Lease); l.Spec.HolderIdentity != "" {
+		t.Fatalf("a's last write names %q, want the release", l.Spec.HolderIdentity)
+	}
+	took, ok := takeover(gb, "b")
+	if !ok {
+		t.Fatal("no takeover write by b recorded")
+	}
+	if gap := took.start.Sub(released.start); gap > 100*time.Millisecond {
+		t.Fatalf("b took the released lease %v after the release started; want at once (retry period 400ms)", gap)
+	}
+}
+
+// noWatchStore fails every Watch.
+type noWatchStore struct{ store.Store }
+
+func (noWatchStore) Watch(context.Context, string, store.WatchOptions) (<-chan store.Event, error) {
+	return nil, errs.New(errs.Unavailable, "watch is down")
+}
+
+// Without a watch, the elector still takes an expired lease over by
+// polling, and never before the lease duration.
+func TestElectorPollsWithoutWatch(t *testing.T) {
+	checkLeaks(t)
+	st := newStore(t)
+	ga, gb := newGate(st, "a"), newGate(noWatchStore{st}, "b")
+	a := runElector(t, newElector(t, ga, "a"), nil)
+	eventually(t, "a leads", func() (bool, string) { return a.e.IsLeader(), "" })
+	b := runElector(t, newElector(t, gb, "b"), nil)
+	eventually(t, "b sees a lead", func() (bool, string) { return b.e.Leader() == "a", b.e.Leader() })
+	if err := a.stop(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	eventually(t, "b leads", func() (bool, string) { return b.e.IsLeader(), b.e.Leader() })
+	aw := ga.Writes("", KindLease)
+	took, ok := takeover(gb, "b")
+	if !ok {
+		t.Fatal("no takeover write by b recorded")
+	}
+	if gap := took.start.Sub(aw[len(aw)-1].start); gap < electLease {
+		t.Fatalf("b took the lease %v after a's last write, before the lease duration %v", gap, electLease)
 	}
 }
