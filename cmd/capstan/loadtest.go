@@ -69,8 +69,9 @@ func newLoadTestRunCmd() *cobra.Command {
 		Short: "Run the load test described by a YAML file",
 		Long: `Run the load test described by FILE (YAML or JSON; see
 pkg/loadtest/config for every field). ${env:NAME} and ${env:NAME:-default}
-are replaced from the environment first. Unknown fields are errors naming
-their line.
+are replaced from the environment first. Unknown fields, invalid values and
+guns or ammo that cannot be built (a descriptor set or TLS file that does
+not load, an unknown gun type) are errors naming the field and its line.
 
 A progress line is printed every second on stderr and a summary table on
 stdout at the end. Report files named in the config (report.json,
@@ -116,7 +117,7 @@ func parseLoadTestShare(s string) (schedule.Share, error) {
 }
 
 func runLoadTest(ctx context.Context, path string, f loadTestFlags, stdout, stderr io.Writer) error {
-	spec, err := config.Load(path)
+	spec, lines, err := config.LoadLines(path)
 	if err != nil {
 		return err
 	}
@@ -124,7 +125,7 @@ func runLoadTest(ctx context.Context, path string, f loadTestFlags, stdout, stde
 	if err != nil {
 		return err
 	}
-	opts := engine.Options{Dir: filepath.Dir(path), Share: share}
+	opts := engine.Options{Dir: filepath.Dir(path), Lines: lines, Share: share}
 	if f.startAt != "" {
 		if opts.StartAt, err = time.Parse(time.RFC3339Nano, f.startAt); err != nil {
 			return errs.Invalid("--start-at", "want an RFC 3339 time: %v", err)
@@ -169,7 +170,9 @@ func runLoadTest(ctx context.Context, path string, f loadTestFlags, stdout, stde
 		for _, s := range opts.Sinks {
 			s.Close()
 		}
-		return err
+		// Building the pools' guns and ammo fails on a field of the
+		// file, named like the decoder's errors: file, field, line.
+		return errs.WithField(err, filepath.Base(path))
 	}
 	if f.metricsAddr != "" {
 		stop, err := serveLoadTestMetrics(f.metricsAddr, e)

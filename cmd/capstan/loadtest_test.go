@@ -187,3 +187,45 @@ func TestParseShare(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadTestGunErrorsNameLine runs configs that decode but whose guns
+// cannot be built: the command fails with exit status 1 and a message
+// naming the file, the field and its line.
+func TestLoadTestGunErrorsNameLine(t *testing.T) {
+	const head = `pools:
+  - id: web
+    gun: {type: http, target: "http://127.0.0.1:1"}
+    ammo: {type: inline, requests: [{uri: /}]}
+    rps: [{type: once, times: 1}]
+    instances: 1
+  - id: second
+`
+	const tail = `    ammo: {type: inline, requests: [{uri: /, call: a.B/C}]}
+    rps: [{type: once, times: 1}]
+    instances: 1
+`
+	for _, c := range []struct {
+		gun, want string
+	}{
+		{"    gun:\n      type: grpc\n      target: 127.0.0.1:1\n      descriptorSet: junk.pb\n",
+			"test.yaml.pools[1].gun.descriptorSet: line 11: not a FileDescriptorSet"},
+		{"    gun:\n      type: laser\n", "test.yaml.pools[1].gun.type: line 9: unknown gun type \"laser\""},
+		{"    gun:\n      type: http\n      target: https://127.0.0.1:1\n      tls: {caFile: ca.pem}\n",
+			"test.yaml.pools[1].gun.tls.caFile: line 11: no PEM certificates in ca.pem"},
+		{"    gun:\n      type: scenario\n      target: http://127.0.0.1:1\n      steps:\n        - {name: a, uri: /, extract: [{var: v, regex: \"(\"}]}\n",
+			"test.yaml.pools[1].gun.steps[0].extract[0].regex: line 12: error parsing regexp"},
+	} {
+		path := writeConfig(t, head+c.gun+tail)
+		dir := filepath.Dir(path)
+		os.WriteFile(filepath.Join(dir, "junk.pb"), []byte("junk"), 0o644)
+		os.WriteFile(filepath.Join(dir, "ca.pem"), []byte("not PEM"), 0o644)
+		_, _, err := runCLI(context.Background(), "-q", path)
+		if err == nil {
+			t.Fatalf("%s: accepted", c.want)
+		}
+		// What main prints, and its exit status.
+		if msg := "capstan: " + err.Error(); !strings.Contains(msg, c.want) || exitCode(err) != 1 {
+			t.Errorf("exit %d, message %q\nwant it to contain %q", exitCode(err), msg, c.want)
+		}
+	}
+}

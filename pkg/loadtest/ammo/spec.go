@@ -97,7 +97,7 @@ func Open(s *Spec, dir string) (Provider, func() error, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, noop, errs.Wrap(errs.InvalidArgument, err, "file: opening ammo")
+		return nil, noop, errs.WithField(errs.Wrap(errs.InvalidArgument, err, "opening ammo"), "file")
 	}
 	defer f.Close()
 	list, err := Load(f, s.Format)

@@ -55,15 +55,22 @@ func ExpandEnv(data []byte, lookup func(string) (string, bool)) ([]byte, error) 
 // Load reads, expands (from the process environment), decodes and
 // validates the config file at path.
 func Load(path string) (*Spec, error) {
+	spec, _, err := LoadLines(path)
+	return spec, err
+}
+
+// LoadLines is Load that also returns the lines of the file's fields, for
+// reporting errors found later (engine.Options.Lines).
+func LoadLines(path string) (*Spec, Lines, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, errs.Wrap(errs.InvalidArgument, err, "reading config")
+		return nil, nil, errs.Wrap(errs.InvalidArgument, err, "reading config")
 	}
-	spec, err := Decode(data, os.LookupEnv)
+	spec, lines, err := DecodeLines(data, os.LookupEnv)
 	if err != nil {
-		return nil, errs.WithField(err, filepath.Base(path))
+		return nil, nil, errs.WithField(err, filepath.Base(path))
 	}
-	return spec, nil
+	return spec, lines, nil
 }
 
 // Decode expands environment references in data (with lookup; nil looks
@@ -71,49 +78,64 @@ func Load(path string) (*Spec, error) {
 // the result. Every error names the field path and, when the field is in
 // the text, its line.
 func Decode(data []byte, lookup func(string) (string, bool)) (*Spec, error) {
+	spec, _, err := DecodeLines(data, lookup)
+	return spec, err
+}
+
+// DecodeLines is Decode that also returns the lines of the fields, so that
+// errors found later, when the spec's guns and ammo are built
+// (engine.Options.Lines), can name their line too.
+func DecodeLines(data []byte, lookup func(string) (string, bool)) (*Spec, Lines, error) {
 	if lookup == nil {
 		lookup = func(string) (string, bool) { return "", false }
 	}
 	data, err := ExpandEnv(data, lookup)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, errs.New(errs.InvalidArgument, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, nil, errs.New(errs.InvalidArgument, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return nil, errs.New(errs.InvalidArgument, "empty config")
+		return nil, nil, errs.New(errs.InvalidArgument, "empty config")
 	}
-	d := &decoder{lines: map[string]int{}}
+	d := &decoder{lines: Lines{}}
 	spec := &Spec{}
 	if err := d.decode(doc.Content[0], reflect.ValueOf(spec).Elem(), ""); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := spec.Validate(); err != nil {
-		return nil, d.locate(err)
+		return nil, nil, d.lines.Locate(err)
 	}
-	return spec, nil
+	return spec, d.lines, nil
 }
 
-type decoder struct {
-	lines map[string]int // field path → line
-	depth int
-	nodes int
-}
+// Lines maps the field paths of a decoded config ("pools[0].gun.tls") to
+// their lines in its text. They are kept apart from the Spec, which is the
+// same whatever text it was decoded from.
+type Lines map[string]int
 
-// locate adds the line of err's field (or of its nearest ancestor in the
-// text) to err's message.
-func (d *decoder) locate(err error) error {
+// Locate returns err with the line of its field, or of the field's nearest
+// ancestor in the text, before its message ("line 12: …"), as Decode
+// reports its own errors. The field is err's *errs.Error field, a path of
+// the spec ("pools[0].gun.descriptorSet") as engine.New reports them. An
+// error without a field, or whose field is not in the text, is returned
+// as it is; so is every error of nil Lines.
+func (l Lines) Locate(err error) error {
 	var e *errs.Error
-	if !errorsAs(err, &e) || e.Field == "" {
+	if len(l) == 0 || !errorsAs(err, &e) || e.Field == "" {
 		return err
 	}
 	path := e.Field
 	for {
-		if line, ok := d.lines[path]; ok {
+		if line, ok := l[path]; ok {
 			c := *e
-			c.Message = "line " + strconv.Itoa(line) + ": " + c.Message
+			if c.Message == "" {
+				c.Message = "line " + strconv.Itoa(line)
+			} else {
+				c.Message = "line " + strconv.Itoa(line) + ": " + c.Message
+			}
 			return &c
 		}
 		i := strings.LastIndexAny(path, ".[")
@@ -122,6 +144,12 @@ func (d *decoder) locate(err error) error {
 		}
 		path = path[:i]
 	}
+}
+
+type decoder struct {
+	lines Lines // field path → line
+	depth int
+	nodes int
 }
 
 func join(path, name string) string {
@@ -137,6 +165,15 @@ func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) error {
 		return errs.New(errs.InvalidArgument, "line %d: %s", n.Line, msg)
 	}
 	return errs.Invalid(path, "line %d: %s", n.Line, msg)
+}
+
+// keyLine records the line of a mapping key as its field's line, so that
+// a field whose value is a block ("gun:" followed by its keys) is placed
+// at its key rather than at the first line of its value.
+func (d *decoder) keyLine(k *yaml.Node, path string) {
+	if _, seen := d.lines[path]; !seen {
+		d.lines[path] = k.Line
+	}
 }
 
 var (
@@ -190,6 +227,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 			if !ok {
 				return d.fail(k, join(path, k.Value), "unknown field %q%s", k.Value, suggest(k.Value, fields))
 			}
+			d.keyLine(k, join(path, k.Value))
 			if err := d.decode(val, v.Field(idx), join(path, k.Value)); err != nil {
 				return err
 			}
@@ -218,6 +256,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 				return d.fail(k, path, "keys must be strings")
 			}
 			e := reflect.New(t.Elem()).Elem()
+			d.keyLine(k, join(path, k.Value))
 			if err := d.decode(val, e, join(path, k.Value)); err != nil {
 				return err
 			}

@@ -22,6 +22,10 @@ type Options struct {
 	Registry *gun.Registry
 	// Dir is the directory relative paths in the spec resolve against.
 	Dir string
+	// Lines are the lines of the spec's fields in the text it was decoded
+	// from (config.DecodeLines); errors of New then name the line of the
+	// field at fault, as the decoder's do. Nil names none.
+	Lines config.Lines
 	// Share is this replica's part of the load; the zero value is all.
 	Share schedule.Share
 	// StartAt is the wall-clock time to start at, shared by replicas; the
@@ -120,11 +124,12 @@ func (p *pool) finish() {
 }
 
 // New validates spec, opens the pools' ammo and builds their guns (which
-// may connect, for gRPC reflection). Errors name the spec field at fault.
-// Close the engine if Run is never called.
+// may connect, for gRPC reflection). Errors name the spec field at fault
+// ("pools[0].gun.descriptorSet") and, with opts.Lines, its line. Close the
+// engine if Run is never called.
 func New(ctx context.Context, spec *config.Spec, opts Options) (*Engine, error) {
 	if err := spec.Validate(); err != nil {
-		return nil, err
+		return nil, opts.Lines.Locate(err)
 	}
 	if err := opts.Share.Validate(); err != nil {
 		return nil, errs.WithField(err, "share")
@@ -151,12 +156,12 @@ func New(ctx context.Context, spec *config.Spec, opts Options) (*Engine, error) 
 		p.provider, p.closeAmmo, err = ammo.Open(&ps.Ammo, opts.Dir)
 		if err != nil {
 			e.Close()
-			return nil, errs.WithField(err, field+".ammo")
+			return nil, opts.Lines.Locate(errs.WithField(err, field+".ammo"))
 		}
 		p.factory, err = opts.Registry.Build(ctx, &ps.Gun, opts.Dir)
 		if err != nil {
 			e.Close()
-			return nil, errs.WithField(err, field+".gun")
+			return nil, opts.Lines.Locate(errs.WithField(err, field+".gun"))
 		}
 	}
 	return e, nil

@@ -396,7 +396,7 @@ func TestNewNamesFields(t *testing.T) {
 	}{
 		{func(s *config.Spec) { s.Pools[0].Gun.Type = "laser" }, Options{}, "pools[0].gun.type"},
 		{func(s *config.Spec) { s.Pools[0].Gun.Target = "nope" }, Options{}, "pools[0].gun.target"},
-		{func(s *config.Spec) { s.Pools[0].Ammo = ammo.Spec{Type: "file", File: "missing"} }, Options{Dir: dir}, "pools[0].ammo"},
+		{func(s *config.Spec) { s.Pools[0].Ammo = ammo.Spec{Type: "file", File: "missing"} }, Options{Dir: dir}, "pools[0].ammo.file"},
 		{func(s *config.Spec) { s.Pools[0].Ammo = ammo.Spec{Type: "file", File: "ammo.jsonl"} }, Options{Dir: dir}, "pools[0].ammo.file.line 1"},
 		{func(s *config.Spec) { s.Pools[0].Instances = 0 }, Options{}, "pools[0].instances"},
 		{func(s *config.Spec) {}, Options{Share: schedule.Share{Index: 2, Count: 2}}, "share.index"},

@@ -104,19 +104,19 @@ func loadDescriptorSet(path string) (*protoregistry.Files, error) {
 func reflectFiles(ctx context.Context, conn *grpc.ClientConn) (*protoregistry.Files, error) {
 	stream, err := rpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
 	if err != nil {
-		return nil, errs.Wrap(errs.Unavailable, err, "target: server reflection")
+		return nil, reflectionError(errs.Unavailable, err, "")
 	}
 	defer stream.CloseSend()
 	ask := func(req *rpb.ServerReflectionRequest) (*rpb.ServerReflectionResponse, error) {
 		if err := stream.Send(req); err != nil {
-			return nil, errs.Wrap(errs.Unavailable, err, "target: server reflection")
+			return nil, reflectionError(errs.Unavailable, err, "")
 		}
 		resp, err := stream.Recv()
 		if err != nil {
-			return nil, errs.Wrap(errs.Unavailable, err, "target: server reflection")
+			return nil, reflectionError(errs.Unavailable, err, "")
 		}
 		if e := resp.GetErrorResponse(); e != nil {
-			return nil, errs.New(errs.Code(e.ErrorCode), "target: server reflection: %s", e.ErrorMessage)
+			return nil, reflectionError(errs.Code(e.ErrorCode), nil, e.ErrorMessage)
 		}
 		return resp, nil
 	}
@@ -129,7 +129,7 @@ func reflectFiles(ctx context.Context, conn *grpc.ClientConn) (*protoregistry.Fi
 		for _, raw := range r.GetFileDescriptorResponse().GetFileDescriptorProto() {
 			fd := &descriptorpb.FileDescriptorProto{}
 			if err := proto.Unmarshal(raw, fd); err != nil {
-				return errs.Wrap(errs.Internal, err, "target: server reflection: bad descriptor")
+				return reflectionError(errs.Internal, err, "bad descriptor")
 			}
 			protos[fd.GetName()] = fd
 		}
@@ -172,7 +172,7 @@ func reflectFiles(ctx context.Context, conn *grpc.ClientConn) (*protoregistry.Fi
 				return nil, err
 			}
 			if _, ok := protos[name]; !ok {
-				return nil, errs.New(errs.Internal, "target: server reflection did not return %s", name)
+				return nil, reflectionError(errs.Internal, nil, "did not return "+name)
 			}
 		}
 	}
@@ -182,9 +182,19 @@ func reflectFiles(ctx context.Context, conn *grpc.ClientConn) (*protoregistry.Fi
 	}
 	files, err := protodesc.NewFiles(set)
 	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "target: server reflection: building descriptors")
+		return nil, reflectionError(errs.Internal, err, "building descriptors")
 	}
 	return files, nil
+}
+
+// reflectionError is an error of the target's reflection service, naming
+// the field "target".
+func reflectionError(code errs.Code, cause error, msg string) error {
+	m := "server reflection"
+	if msg != "" {
+		m += ": " + msg
+	}
+	return &errs.Error{Code: code, Field: "target", Message: m, Cause: cause}
 }
 
 type grpcMethod struct {

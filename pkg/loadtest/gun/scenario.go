@@ -89,6 +89,14 @@ func compileStep(s *config.StepSpec) (*step, error) {
 	if s.URI == "" {
 		return nil, errs.Invalid("uri", "required")
 	}
+	if s.Method != "" && !strings.Contains(s.Method, "${") && !isToken(s.Method) {
+		return nil, errs.Invalid("method", "%q is not an HTTP method (a token such as GET or POST)", s.Method)
+	}
+	for i, h := range s.Headers {
+		if h.Name == "" || !isToken(h.Name) || strings.ContainsAny(h.Value, "\r\n") {
+			return nil, errs.Invalid("headers["+strconv.Itoa(i)+"]", "bad header %q", h.Name)
+		}
+	}
 	st := &step{StepSpec: *s, regexes: make([]*regexp.Regexp, len(s.Extract))}
 	for i, e := range s.Extract {
 		field := "extract[" + strconv.Itoa(i) + "]"
@@ -123,6 +131,24 @@ func compileStep(s *config.StepSpec) (*step, error) {
 		}
 	}
 	return st, nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110), as methods and
+// header names are.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 type scenarioFactory struct {

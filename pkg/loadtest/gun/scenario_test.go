@@ -112,6 +112,8 @@ func TestScenarioSpecErrors(t *testing.T) {
 		{[]config.StepSpec{{Name: "a", URI: "/", Extract: []config.ExtractSpec{{Var: "v", Regex: "("}}}}, "steps[0].extract[0].regex"},
 		{[]config.StepSpec{{Name: "a", URI: "/", Extract: []config.ExtractSpec{{Var: "v", Regex: "x"}}}}, "steps[0].extract[0].regex"},
 		{[]config.StepSpec{{Name: "a", URI: "/", Assert: &config.AssertSpec{Status: []int{99}}}}, "steps[0].assert.status[0]"},
+		{[]config.StepSpec{{Name: "a", URI: "/", Method: "GE T"}}, "steps[0].method"},
+		{[]config.StepSpec{{Name: "a", URI: "/"}, {Name: "b", URI: "/", Headers: ammo.Headers{{Name: "X:Y", Value: "1"}}}}, "steps[1].headers[0]"},
 	} {
 		spec := config.GunSpec{Type: "scenario", Target: "http://127.0.0.1:1", Steps: c.steps}
 		_, err := NewScenario(context.Background(), &spec, "")
