@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/capstanhq/capstan/pkg/controller"
@@ -91,6 +92,7 @@ type config struct {
 	items      int
 	work       time.Duration
 	shards     int
+	oplogMax   int64
 }
 
 func main() {
@@ -100,6 +102,7 @@ func main() {
 	flag.IntVar(&c.items, "items", 300, "items of the sharded controller")
 	flag.DurationVar(&c.work, "work", 2*time.Millisecond, "simulated work of one reconcile")
 	flag.IntVar(&c.shards, "shards", 12, "shards of the sharded controller")
+	flag.Int64Var(&c.oplogMax, "oplog-max-entries", 0, "entry cap of the embedded server's oplog; 0 is the server's default")
 	flag.Parse()
 	c.rawN, c.pairs, c.contenders, c.contendFor, c.handovers, c.watchN, c.failovers, c.defaults = 100, 100, 8, 2*time.Second, 15, 30, 3, true
 	if *quick {
@@ -144,7 +147,7 @@ func run(c config) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := embedded.New(embedded.Options{DataDir: dir, Addr: "127.0.0.1:0"})
+	srv, err := embedded.New(embedded.Options{DataDir: dir, Addr: "127.0.0.1:0", OplogMaxEntries: c.oplogMax})
 	if err != nil {
 		return err
 	}
@@ -163,7 +166,7 @@ func run(c config) error {
 
 	// Locks: raw round trip, uncontended pairs, hand-over and watch
 	// latency, per round; contention per round.
-	var rawMs, writeMs, rawBusyMs, writeBusyMs, acqMs, relMs, pairMs, pairOps, handMs, watchMs, contOps, contP50, contP99 []float64
+	var rawMs, writeMs, rawBusyMs, writeBusyMs, unitMs, acqMs, relMs, pairMs, pairOps, handMs, watchMs, contOps, contP50, contP99 []float64
 	for r := range c.rounds {
 		lr, err := lockRound(ctx, st, c, r)
 		if err != nil {
@@ -173,6 +176,7 @@ func run(c config) error {
 		writeMs = append(writeMs, lr.write)
 		rawBusyMs = append(rawBusyMs, lr.rawBusy)
 		writeBusyMs = append(writeBusyMs, lr.writeBusy)
+		unitMs = append(unitMs, lr.unit)
 		acqMs = append(acqMs, lr.acq)
 		relMs = append(relMs, lr.rel)
 		pairMs = append(pairMs, lr.pair)
@@ -182,36 +186,39 @@ func run(c config) error {
 		contOps = append(contOps, lr.contOps)
 		contP50 = append(contP50, lr.contP50)
 		contP99 = append(contP99, lr.contP99)
-		fmt.Fprintf(os.Stderr, "round %d: raw %.3f ms, pair %.3f ms, hand-over %.3f ms, watch %.3f ms, %d contenders %.0f/s\n",
-			r+1, lr.raw, lr.pair, lr.hand, lr.watch, c.contenders, lr.contOps)
+		fmt.Fprintf(os.Stderr, "round %d: raw %.3f ms (idle) %.3f ms (side by side), pair %.3f ms, hand-over %.3f ms, watch %.3f ms, %d contenders %.0f/s\n",
+			r+1, lr.raw, lr.unit, lr.pair, lr.hand, lr.watch, c.contenders, lr.contOps)
 	}
-	raw := median(rawMs)
+	raw, unit := median(rawMs), median(unitMs)
 	// Ratios per round (each against its own round's unit), then medians.
-	var lockRTs, handRTs []float64
-	for i := range rawMs {
-		lockRTs = append(lockRTs, pairMs[i]/rawMs[i])
-		handRTs = append(handRTs, handMs[i]/rawMs[i])
+	// The unit is the raw round trip measured side by side with the lock
+	// pairs, under the same server load (the lock processes' watches).
+	var lockRTs, lockIdleRTs, handRTs []float64
+	for i := range unitMs {
+		lockRTs = append(lockRTs, pairMs[i]/unitMs[i])
+		lockIdleRTs = append(lockIdleRTs, pairMs[i]/rawMs[i])
+		handRTs = append(handRTs, handMs[i]/unitMs[i])
 	}
 	lockRT := median(lockRTs)
 	handRT := median(handRTs)
 	watch := median(watchMs)
-	add("raw findOneAndUpdate round trip", ms(raw), fmt.Sprintf("median of %d, the unit (RT)", c.rawN))
-	add("store Update of a Lock (compare-and-swap)", ms(median(writeMs)), fmt.Sprintf("%.2f RT; median of %d", median(writeMs)/raw, c.rawN))
-	add("raw findOneAndUpdate, 2 lock processes running", ms(median(rawBusyMs)), fmt.Sprintf("%.2f RT; their Membership and Lock informers watch", median(rawBusyMs)/raw))
-	add("store Update of a Lock, 2 lock processes running", ms(median(writeBusyMs)), fmt.Sprintf("%.2f RT", median(writeBusyMs)/raw))
-	add("lock acquire+release, uncontended", ms(median(pairMs)), fmt.Sprintf("%.2f RT (target ≤ 3; median of the rounds' ratios); %d pairs", lockRT, c.pairs))
-	add("  of which Acquire / Release", ms(median(acqMs))+" / "+ms(median(relMs)), fmt.Sprintf("%.2f RT / %.2f RT", median(acqMs)/raw, median(relMs)/raw))
-	busy := median(rawBusyMs)
-	add("  in round trips measured with the processes running", fmt.Sprintf("%.2f RT", median(pairMs)/busy),
-		fmt.Sprintf("Acquire %.2f RT, Release %.2f RT, hand-over %.2f RT", median(acqMs)/busy, median(relMs)/busy, median(handMs)/busy))
+	add("raw findOneAndUpdate round trip, idle server", ms(raw), fmt.Sprintf("median of %d", c.rawN))
+	add("store Update of a Lock (compare-and-swap), idle server", ms(median(writeMs)), fmt.Sprintf("%.2f × the idle round trip; median of %d", median(writeMs)/raw, c.rawN))
+	add("raw findOneAndUpdate, 2 lock processes running", ms(median(rawBusyMs)), fmt.Sprintf("%.2f × idle; every write wakes their watches, whose oplog reads load the server", median(rawBusyMs)/raw))
+	add("store Update of a Lock, 2 lock processes running", ms(median(writeBusyMs)), fmt.Sprintf("%.2f × the raw round trip beside it", median(writeBusyMs)/median(rawBusyMs)))
+	add("raw findOneAndUpdate between the lock pairs", ms(unit), "the unit (RT): one before each pair, same load")
+	add("lock acquire+release, uncontended", ms(median(pairMs)), fmt.Sprintf("%.2f RT (target ≤ 3; median of the rounds' ratios); %d pairs; %.2f × the idle-server round trip",
+		lockRT, c.pairs, median(lockIdleRTs)))
+	add("  of which Acquire / Release", ms(median(acqMs))+" / "+ms(median(relMs)), fmt.Sprintf("%.2f RT / %.2f RT", median(acqMs)/unit, median(relMs)/unit))
 	add("lock pairs/s, uncontended", fmt.Sprintf("%.0f", median(pairOps)), "one process, one lock")
 	add(fmt.Sprintf("lock acquisitions/s, %d contenders", c.contenders), fmt.Sprintf("%.0f", median(contOps)),
 		fmt.Sprintf("each its own Membership+Locks, one lock, %v", c.contendFor))
 	add(fmt.Sprintf("lock wait p50 / p99, %d contenders", c.contenders), ms(median(contP50))+" / "+ms(median(contP99)), "Acquire call → return")
 	add("watch latency (write start → informer event)", ms(watch), fmt.Sprintf("median of %d; includes the write (≈1 RT)", c.watchN))
-	lag := watch - raw
+	lag := watch - unit
 	add("hand-over (release start → waiter's Acquire returns)", ms(median(handMs)),
-		fmt.Sprintf("%.2f RT (median of the rounds' ratios); target 2 RT + watch lag = %s (watch lag = watch latency − 1 RT = %s)", handRT, ms(2*raw+lag), ms(lag)))
+		fmt.Sprintf("%.2f RT (median of the rounds' ratios); target 2 RT + watch lag = %.2f RT = %s (watch lag = watch latency − 1 RT = %s)",
+			handRT, 2+lag/unit, ms(2*unit+lag), ms(lag)))
 
 	// Failover.
 	fo, foDefault, err := failover(ctx, st, c)
@@ -306,7 +313,7 @@ func startProc(ctx context.Context, st store.Store) (*proc, error) {
 func (p *proc) stop() { p.cancel(); p.wg.Wait() }
 
 type lockResult struct {
-	raw, write, rawBusy, writeBusy, acq, rel, pair, pairOps, hand, watch, contOps, contP50, contP99 float64
+	raw, write, rawBusy, writeBusy, unit, acq, rel, pair, pairOps, hand, watch, contOps, contP50, contP99 float64
 }
 
 func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (lockResult, error) {
@@ -333,11 +340,21 @@ func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (
 		return res, err
 	}
 
-	// Uncontended pairs on one lock (a few warm-up pairs first).
+	// Uncontended pairs on one lock (a few warm-up pairs first), each
+	// after one raw findOneAndUpdate, so that the unit and the pairs are
+	// measured side by side under the same server load.
 	name := fmt.Sprintf("solo-%d", round)
-	var pairs, acqs, rels []float64
+	rawID := fmt.Sprintf("r%d-pairs", round)
+	if _, err := rawColl(st).InsertOne(ctx, bson.D{{Key: "_id", Value: rawID}, {Key: "n", Value: 0}}); err != nil {
+		return res, err
+	}
+	var pairs, acqs, rels, units []float64
 	var total time.Duration
 	for i := range c.pairs + 5 {
+		unit, err := rawRoundTrip(ctx, st, rawID)
+		if err != nil {
+			return res, err
+		}
 		t := time.Now()
 		h, err := a.l.Acquire(ctx, name)
 		if err != nil {
@@ -348,13 +365,14 @@ func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (
 			return res, err
 		}
 		if i >= 5 {
+			units = append(units, unit)
 			pairs = append(pairs, msSince(t))
 			acqs = append(acqs, float64(tr.Sub(t).Microseconds())/1000)
 			rels = append(rels, msSince(tr))
 			total += time.Since(t)
 		}
 	}
-	res.pair, res.acq, res.rel = median(pairs), median(acqs), median(rels)
+	res.pair, res.acq, res.rel, res.unit = median(pairs), median(acqs), median(rels), median(units)
 	res.pairOps = float64(c.pairs) / total.Seconds()
 
 	// Hand-over: the holder alternates between a and b.
@@ -470,20 +488,16 @@ func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (
 // raw client and of one compare-and-swap Update of a Lock through the
 // store.
 func roundTrips(ctx context.Context, st *mongostore.Store, n int, id string) (float64, float64, error) {
-	coll := st.Client().Database("bench").Collection("raw_roundtrip")
-	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "n", Value: 0}}); err != nil {
+	if _, err := rawColl(st).InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "n", Value: 0}}); err != nil {
 		return 0, 0, err
 	}
 	var raw []float64
 	for range n {
-		t := time.Now()
-		var out bson.M
-		err := coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}},
-			options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&out)
+		ms, err := rawRoundTrip(ctx, st, id)
 		if err != nil {
 			return 0, 0, err
 		}
-		raw = append(raw, msSince(t))
+		raw = append(raw, ms)
 	}
 	lk := &coordination.Lock{ObjectMeta: meta.ObjectMeta{Namespace: "bench-rt", Name: id}}
 	if err := st.Create(ctx, lk); err != nil {
@@ -499,6 +513,21 @@ func roundTrips(ctx context.Context, st *mongostore.Store, n int, id string) (fl
 		writes = append(writes, msSince(t))
 	}
 	return median(raw), median(writes), nil
+}
+
+// rawColl is the collection of the raw round trips.
+func rawColl(st *mongostore.Store) *mongo.Collection {
+	return st.Client().Database("bench").Collection("raw_roundtrip")
+}
+
+// rawRoundTrip returns the ms of one findOneAndUpdate ($inc, returning the
+// new document) of the raw document id through the driver.
+func rawRoundTrip(ctx context.Context, st *mongostore.Store, id string) (float64, error) {
+	t := time.Now()
+	var out bson.M
+	err := rawColl(st).FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}},
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&out)
+	return msSince(t), err
 }
 
 func cmpErr(a, b error) error {
