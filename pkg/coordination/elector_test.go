@@ -640,30 +640,37 @@ func slowRetry(c *ElectorConfig) {
 	c.LeaseDuration, c.RenewDeadline, c.RetryPeriod = 600*time.Millisecond, 500*time.Millisecond, 400*time.Millisecond
 }
 
+// succession runs a as leader through ga and b as follower through gb,
+// lets a lead for leadFor with b watching, stops a, waits for b to lead,
+// and returns a's last write of the lease and b's takeover write.
+func succession(t *testing.T, ga, gb *gateStore, modA, modB func(*ElectorConfig), leadFor time.Duration) (last, took writeRecord) {
+	t.Helper()
+	a := runElector(t, newElector(t, ga, "a", modA), nil)
+	eventually(t, "a leads", func() (bool, string) { return a.e.IsLeader(), "" })
+	b := runElector(t, newElector(t, gb, "b", modB), nil)
+	eventually(t, "b sees a lead", func() (bool, string) { return b.e.Leader() == "a", b.e.Leader() })
+	time.Sleep(leadFor)
+	if err := a.stop(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	eventually(t, "b leads", func() (bool, string) { return b.e.IsLeader(), b.e.Leader() })
+	aw := ga.Writes("", KindLease)
+	took, ok := takeover(gb, "b")
+	if !ok {
+		t.Fatal("no takeover write by b recorded")
+	}
+	return aw[len(aw)-1], took
+}
+
 // A follower takes a dead leader's lease when it expires on the
 // follower's clock, counted from when the watch delivered the leader's
 // last renewal, not at its next poll.
 func TestElectorTakesOverAtExpiry(t *testing.T) {
 	checkLeaks(t)
 	st := newStore(t)
-	ga, gb := newGate(st, "a"), newGate(st, "b")
-	a := runElector(t, newElector(t, ga, "a", slowRetry), nil)
-	eventually(t, "a leads", func() (bool, string) { return a.e.IsLeader(), "" })
-	b := runElector(t, newElector(t, gb, "b", slowRetry), nil)
-	eventually(t, "b sees a lead", func() (bool, string) { return b.e.Leader() == "a", b.e.Leader() })
-	// Let a renew a few times with b watching.
-	time.Sleep(1200 * time.Millisecond)
-	if err := a.stop(t); err != nil {
-		t.Fatalf("Run = %v", err)
-	}
-	eventually(t, "b leads", func() (bool, string) { return b.e.IsLeader(), b.e.Leader() })
-	aw := ga.Writes("", KindLease)
-	lastA := aw[len(aw)-1]
-	took, ok := takeover(gb, "b")
-	if !ok {
-		t.Fatal("no takeover write by b recorded")
-	}
-	gap := took.start.Sub(lastA.start)
+	// a renews a few times with b watching.
+	last, took := succession(t, newGate(st, "a"), newGate(st, "b"), slowRetry, slowRetry, 1200*time.Millisecond)
+	gap := took.start.Sub(last.start)
 	const lease, retry = 600 * time.Millisecond, 400 * time.Millisecond
 	if gap < lease {
 		t.Fatalf("b took the lease %v after a's last write started, before the lease duration %v", gap, lease)
@@ -678,25 +685,10 @@ func TestElectorTakesOverAtExpiry(t *testing.T) {
 func TestElectorTakesReleasedLeaseAtOnce(t *testing.T) {
 	checkLeaks(t)
 	st := newStore(t)
-	ga, gb := newGate(st, "a"), newGate(st, "b")
 	release := func(c *ElectorConfig) { slowRetry(c); c.ReleaseOnCancel = true }
-	a := runElector(t, newElector(t, ga, "a", release), nil)
-	eventually(t, "a leads", func() (bool, string) { return a.e.IsLeader(), "" })
-	b := runElector(t, newElector(t, gb, "b", slowRetry), nil)
-	eventually(t, "b sees a lead", func() (bool, string) { return b.e.Leader() == "a", b.e.Leader() })
-	time.Sleep(200 * time.Millisecond)
-	if err := a.stop(t); err != nil {
-		t.Fatalf("Run = %v", err)
-	}
-	eventually(t, "b leads", func() (bool, string) { return b.e.IsLeader(), b.e.Leader() })
-	aw := ga.Writes("", KindLease)
-	released := aw[len(aw)-1]
+	released, took := succession(t, newGate(st, "a"), newGate(st, "b"), release, slowRetry, 200*time.Millisecond)
 	if l := released.obj.(*Lease); l.Spec.HolderIdentity != "" {
 		t.Fatalf("a's last write names %q, want the release", l.Spec.HolderIdentity)
-	}
-	took, ok := takeover(gb, "b")
-	if !ok {
-		t.Fatal("no takeover write by b recorded")
 	}
 	if gap := took.start.Sub(released.start); gap > 100*time.Millisecond {
 		t.Fatalf("b took the released lease %v after the release started; want at once (retry period 400ms)", gap)
@@ -715,21 +707,9 @@ func (noWatchStore) Watch(context.Context, string, store.WatchOptions) (<-chan s
 func TestElectorPollsWithoutWatch(t *testing.T) {
 	checkLeaks(t)
 	st := newStore(t)
-	ga, gb := newGate(st, "a"), newGate(noWatchStore{st}, "b")
-	a := runElector(t, newElector(t, ga, "a"), nil)
-	eventually(t, "a leads", func() (bool, string) { return a.e.IsLeader(), "" })
-	b := runElector(t, newElector(t, gb, "b"), nil)
-	eventually(t, "b sees a lead", func() (bool, string) { return b.e.Leader() == "a", b.e.Leader() })
-	if err := a.stop(t); err != nil {
-		t.Fatalf("Run = %v", err)
-	}
-	eventually(t, "b leads", func() (bool, string) { return b.e.IsLeader(), b.e.Leader() })
-	aw := ga.Writes("", KindLease)
-	took, ok := takeover(gb, "b")
-	if !ok {
-		t.Fatal("no takeover write by b recorded")
-	}
-	if gap := took.start.Sub(aw[len(aw)-1].start); gap < electLease {
+	none := func(*ElectorConfig) {}
+	last, took := succession(t, newGate(st, "a"), newGate(noWatchStore{st}, "b"), none, none, 0)
+	if gap := took.start.Sub(last.start); gap < electLease {
 		t.Fatalf("b took the lease %v after a's last write, before the lease duration %v", gap, electLease)
 	}
 }
