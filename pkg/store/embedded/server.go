@@ -88,7 +88,9 @@ func (s *Server) Addr() string {
 
 // URI returns a MongoDB connection string for the server that a driver
 // uses as a direct connection to this single node. An unspecified listen
-// IP (0.0.0.0, ::) is replaced by loopback.
+// IP (0.0.0.0, ::) is replaced by 127.0.0.1: a wildcard listener reports
+// itself as [::] even when asked for 0.0.0.0, accepts IPv4 either way, and
+// ::1 is missing where IPv6 is disabled (as in containers by default).
 func (s *Server) URI() string {
 	host, port, err := net.SplitHostPort(s.Addr())
 	if err != nil {
@@ -96,9 +98,6 @@ func (s *Server) URI() string {
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
-		if ip != nil && ip.To4() == nil {
-			host = "::1"
-		}
 	}
 	u := url.URL{Scheme: "mongodb", Host: net.JoinHostPort(host, port), Path: "/", RawQuery: "directConnection=true"}
 	return u.String()

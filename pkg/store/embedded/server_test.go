@@ -137,7 +137,7 @@ func TestURIForUnspecifiedHost(t *testing.T) {
 	for addr, want := range map[string]string{
 		":27017":         "mongodb://127.0.0.1:27017/?directConnection=true",
 		"0.0.0.0:1":      "mongodb://127.0.0.1:1/?directConnection=true",
-		"[::]:2":         "mongodb://[::1]:2/?directConnection=true",
+		"[::]:2":         "mongodb://127.0.0.1:2/?directConnection=true",
 		"[::1]:3":        "mongodb://[::1]:3/?directConnection=true",
 		"10.1.2.3:27018": "mongodb://10.1.2.3:27018/?directConnection=true",
 	} {
@@ -148,6 +148,24 @@ func TestURIForUnspecifiedHost(t *testing.T) {
 		if got := s.URI(); got != want {
 			t.Errorf("URI for %q = %q, want %q", addr, got, want)
 		}
+	}
+}
+
+// A wildcard listener reports [::] once started; the URI must still name
+// an IPv4 loopback, reachable where IPv6 is off.
+func TestURIOfStartedWildcardListener(t *testing.T) {
+	s := startServer(t, func(o *Options) { o.Addr = "0.0.0.0:0" })
+	u := s.URI()
+	if !strings.HasPrefix(u, "mongodb://127.0.0.1:") {
+		t.Fatalf("URI = %q (Addr %q), want 127.0.0.1", u, s.Addr())
+	}
+	c, err := mongo.Connect(options.Client().ApplyURI(u))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(context.Background())
+	if err := c.Ping(testCtx(t), nil); err != nil {
+		t.Fatalf("ping %s: %v", u, err)
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/moby/moby/api/types/container"
 	dockernet "github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
@@ -135,12 +134,6 @@ func StartContainers(ctx context.Context, images *Images) (_ *Containers, err er
 			"--health-probe-bind-address", "0",
 			"--graceful-shutdown-timeout", "10s"),
 		testcontainers.WithExposedPorts("27017/tcp"),
-		// capstan run connects to its own store at the loopback address of
-		// the listener's family, ::1 for a wildcard listener; Docker
-		// disables IPv6 in containers, so give the loopback ::1.
-		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
-			hc.Sysctls = map[string]string{"net.ipv6.conf.lo.disable_ipv6": "0", "net.ipv6.conf.all.disable_ipv6": "0"}
-		}),
 		tcnetwork.WithNetwork([]string{storeAlias}, c.network),
 		testcontainers.WithLogConsumers(logConsumer{c.storeLog}),
 		testcontainers.WithWaitStrategyAndDeadline(90*time.Second,
