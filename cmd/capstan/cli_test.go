@@ -203,6 +203,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{[]string{"run", "--store", "nosql"}, "store"},
 		{[]string{"run", "--store", "mongo"}, "mongo-uri"},
 		{[]string{"run", "--store", "memory", "--log-level", "loud"}, "log-level"},
+		{[]string{"run", "--store", "memory", "--loadtest-dir", filepath.Join(t.TempDir(), "missing")}, "loadtest-dir"},
 	} {
 		_, err := capstan(t, "", c.args...)
 		if !errs.IsInvalidArgument(err) || errs.FieldOf(err) != c.field {

@@ -38,6 +38,7 @@ type runFlags struct {
 	shutdown    time.Duration
 	logLevel    string
 	logDev      bool
+	loadTestDir string
 }
 
 func newRunCmd() *cobra.Command {
@@ -50,7 +51,13 @@ func newRunCmd() *cobra.Command {
 With no store flags it serves an embedded MongoDB-wire store from --data-dir on
 --listen, so that other processes (capstan get/apply/watch, operators) can use
 it with --mongo-uri. --mongo-uri uses an existing MongoDB instead; --store
-memory keeps everything in this process and loses it on exit.`,
+memory keeps everything in this process and loses it on exit.
+
+LoadTest resources run in this process. Their specs may name files (ammo
+files, gRPC descriptor sets, TLS files) only with --loadtest-dir DIR: the
+names are then relative paths inside DIR, and absolute paths, paths that
+leave it ("..") and symbolic links that lead out of it fail the LoadTest
+with the field at fault. Without the flag a LoadTest naming a file fails.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runManager(cmd.Context(), cmd, f) },
 	}
@@ -66,6 +73,7 @@ memory keeps everything in this process and loses it on exit.`,
 	fl.DurationVar(&f.shutdown, "graceful-shutdown-timeout", 30*time.Second, "how long to wait for runnables to stop")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.BoolVar(&f.logDev, "log-dev", false, "human-readable console logs instead of JSON")
+	fl.StringVar(&f.loadTestDir, "loadtest-dir", "", "directory LoadTest specs may read files from (ammo, descriptor sets, TLS), by relative paths inside it; unset, they read none")
 	return cmd
 }
 
@@ -102,6 +110,14 @@ func runManager(ctx context.Context, cmd *cobra.Command, f *runFlags) error {
 	log, err := newLogger(f.logLevel, f.logDev)
 	if err != nil {
 		return err
+	}
+	if f.loadTestDir != "" {
+		switch fi, err := os.Stat(f.loadTestDir); {
+		case err != nil:
+			return errs.Invalid("loadtest-dir", "%v", err)
+		case !fi.IsDir():
+			return errs.Invalid("loadtest-dir", "%s is not a directory", f.loadTestDir)
+		}
 	}
 	kind := f.storeKind
 	if kind == "" {
@@ -172,7 +188,7 @@ func runManager(ctx context.Context, cmd *cobra.Command, f *runFlags) error {
 	if err := manager.AddGarbageCollector(mgr, controller.Options{}); err != nil {
 		return err
 	}
-	if err := loadtestresource.SetupWithManager(mgr, loadtestresource.Options{}); err != nil {
+	if err := loadtestresource.SetupWithManager(mgr, loadtestresource.Options{Dir: f.loadTestDir}); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", func(_ *http.Request) error { return nil }); err != nil {

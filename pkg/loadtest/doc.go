@@ -15,6 +15,8 @@
 //   - engine: runs pools of instances that take tokens, wait for their
 //     intended time and shoot, under thresholds that may stop a run early.
 //   - config: the YAML/JSON spec of a run, strictly decoded.
+//   - files: where the files a spec names are read from: relative to the
+//     config file, or confined to a directory for LoadTest resources.
 //   - report: the live progress line, summary table, JSON, phout, HTML and
 //     Prometheus outputs.
 //

@@ -371,11 +371,12 @@ func Load(r io.Reader, format Format) ([]Ammo, error) {
 // is reread for each pass.
 type Stream struct {
 	path   string
+	open   func() (io.ReadCloser, error)
 	format Format
 	lim    Limits
 
 	mu     sync.Mutex
-	f      *os.File
+	f      io.ReadCloser
 	dec    *Decoder
 	pass   int64
 	served int64
@@ -387,22 +388,28 @@ type Stream struct {
 // NewStream opens path and returns a streaming provider. The file is
 // closed by Close.
 func NewStream(path string, format Format, lim Limits) (*Stream, error) {
+	return newStream(path, func() (io.ReadCloser, error) { return os.Open(path) }, format, lim)
+}
+
+// newStream is NewStream reading the file that open opens (for each
+// pass); path names it in errors.
+func newStream(path string, open func() (io.ReadCloser, error), format Format, lim Limits) (*Stream, error) {
 	if lim.Passes < 0 {
 		return nil, errs.Invalid("passes", "must not be negative, got %d", lim.Passes)
 	}
 	if lim.Limit < 0 {
 		return nil, errs.Invalid("limit", "must not be negative, got %d", lim.Limit)
 	}
-	s := &Stream{path: path, format: format, lim: lim}
+	s := &Stream{path: path, open: open, format: format, lim: lim}
 	s.pool.New = func() any { return new(Ammo) }
-	if err := s.open(); err != nil {
+	if err := s.reopen(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Stream) open() error {
-	f, err := os.Open(s.path)
+func (s *Stream) reopen() error {
+	f, err := s.open()
 	if err != nil {
 		return errs.Wrap(errs.InvalidArgument, err, "opening ammo file")
 	}
@@ -452,7 +459,7 @@ func (s *Stream) Acquire(ctx context.Context) (*Ammo, error) {
 		case s.lim.Passes > 0 && s.pass >= s.lim.Passes:
 			s.err = ErrEnd
 		default:
-			if err := s.open(); err != nil {
+			if err := s.reopen(); err != nil {
 				s.err = err
 			}
 		}

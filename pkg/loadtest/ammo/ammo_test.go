@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/capstanhq/capstan/pkg/errs"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 )
 
 func TestJSONLines(t *testing.T) {
@@ -206,7 +207,7 @@ func TestStream(t *testing.T) {
 func TestSpecValidateAndOpen(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "a.uri"), []byte("/x\n/y\n"), 0o644)
-	p, closeFn, err := Open(&Spec{Type: "file", File: "a.uri", Format: URI, Passes: 1}, dir)
+	p, closeFn, err := Open(&Spec{Type: "file", File: "a.uri", Format: URI, Passes: 1}, files.Dir(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +240,7 @@ func TestSpecValidateAndOpen(t *testing.T) {
 			t.Errorf("%+v: err %v, want InvalidArgument on %q", c.spec, err, c.field)
 		}
 	}
-	if _, _, err := Open(&Spec{Type: "file", File: "missing"}, dir); !errs.IsInvalidArgument(err) {
+	if _, _, err := Open(&Spec{Type: "file", File: "missing"}, files.Dir(dir)); !errs.IsInvalidArgument(err) {
 		t.Fatalf("missing file: %v", err)
 	}
 }

@@ -1,11 +1,11 @@
 package ammo
 
 import (
-	"os"
-	"path/filepath"
+	"io"
 	"strconv"
 
 	"github.com/capstanhq/capstan/pkg/errs"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 )
 
 // Spec is the configuration of a pool's ammo.
@@ -15,7 +15,7 @@ type Spec struct {
 	// Requests are the inline ammo.
 	Requests []Ammo `json:"requests,omitempty"`
 	// File is the path of an ammo file, relative to the config file's
-	// directory.
+	// directory (to the files directory of a LoadTest).
 	File string `json:"file,omitempty"`
 	// Format is the file's format: "jsonline" (default) or "uri".
 	Format Format `json:"format,omitempty"`
@@ -72,9 +72,10 @@ func pathIndex(field string, i int) string {
 	return field + "[" + strconv.Itoa(i) + "]"
 }
 
-// Open validates s and returns its provider; relative file paths resolve
-// against dir. The returned close function releases files and is never nil.
-func Open(s *Spec, dir string) (Provider, func() error, error) {
+// Open validates s and returns its provider, opening its file from fsys
+// (files.Dir("") opens names as they are). The returned close function
+// releases files and is never nil.
+func Open(s *Spec, fsys files.FS) (Provider, func() error, error) {
 	noop := func() error { return nil }
 	if err := s.Validate(); err != nil {
 		return nil, noop, err
@@ -84,18 +85,17 @@ func Open(s *Spec, dir string) (Provider, func() error, error) {
 		m, err := NewMemory(s.Requests, lim)
 		return m, noop, err
 	}
-	path := s.File
-	if !filepath.IsAbs(path) && dir != "" {
-		path = filepath.Join(dir, path)
+	if fsys == nil {
+		fsys = files.Dir("")
 	}
 	if s.Stream {
-		st, err := NewStream(path, s.Format, lim)
+		st, err := newStream(s.File, func() (io.ReadCloser, error) { return fsys.Open(s.File) }, s.Format, lim)
 		if err != nil {
 			return nil, noop, errs.WithField(err, "file")
 		}
 		return st, st.Close, nil
 	}
-	f, err := os.Open(path)
+	f, err := fsys.Open(s.File)
 	if err != nil {
 		return nil, noop, errs.WithField(errs.Wrap(errs.InvalidArgument, err, "opening ammo"), "file")
 	}
@@ -105,7 +105,7 @@ func Open(s *Spec, dir string) (Provider, func() error, error) {
 		return nil, noop, errs.WithField(err, "file")
 	}
 	if len(list) == 0 {
-		return nil, noop, errs.Invalid("file", "no ammo in %s", path)
+		return nil, noop, errs.Invalid("file", "no ammo in %s", s.File)
 	}
 	m, err := NewMemory(list, lim)
 	return m, noop, err

@@ -12,6 +12,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 	"github.com/capstanhq/capstan/pkg/loadtest/gun"
 	"github.com/capstanhq/capstan/pkg/loadtest/schedule"
 )
@@ -20,8 +21,13 @@ import (
 type Options struct {
 	// Registry resolves gun types; default gun.NewRegistry().
 	Registry *gun.Registry
-	// Dir is the directory relative paths in the spec resolve against.
+	// Dir is the directory relative paths in the spec resolve against
+	// (files.Dir), unless Files is set.
 	Dir string
+	// Files opens the files the spec names (ammo files, descriptor sets,
+	// TLS files), for example a files.Root that confines them to a
+	// directory; nil opens them relative to Dir.
+	Files files.FS
 	// Lines are the lines of the spec's fields in the text it was decoded
 	// from (config.DecodeLines); errors of New then name the line of the
 	// field at fault, as the decoder's do. Nil names none.
@@ -140,6 +146,9 @@ func New(ctx context.Context, spec *config.Spec, opts Options) (*Engine, error) 
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = time.Second
 	}
+	if opts.Files == nil {
+		opts.Files = files.Dir(opts.Dir)
+	}
 	rules, _ := spec.Rules()
 	e := &Engine{spec: spec, opts: opts, rules: rules, overdue: int64(spec.Overdue()),
 		phases: aggregate.WantsPhases(opts.Sinks)}
@@ -153,12 +162,12 @@ func New(ctx context.Context, spec *config.Spec, opts Options) (*Engine, error) 
 		p.tokens = p.plan.Iter(opts.Share)
 		p.startup = startup.Iter(opts.Share)
 		var err error
-		p.provider, p.closeAmmo, err = ammo.Open(&ps.Ammo, opts.Dir)
+		p.provider, p.closeAmmo, err = ammo.Open(&ps.Ammo, opts.Files)
 		if err != nil {
 			e.Close()
 			return nil, opts.Lines.Locate(errs.WithField(err, field+".ammo"))
 		}
-		p.factory, err = opts.Registry.Build(ctx, &ps.Gun, opts.Dir)
+		p.factory, err = opts.Registry.Build(ctx, &ps.Gun, opts.Files)
 		if err != nil {
 			e.Close()
 			return nil, opts.Lines.Locate(errs.WithField(err, field+".gun"))

@@ -18,6 +18,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 	"github.com/capstanhq/capstan/pkg/loadtest/gun"
 	"github.com/capstanhq/capstan/pkg/loadtest/schedule"
 )
@@ -424,7 +425,7 @@ func (nopFactory) Close() error                                  { return nil }
 
 func nopRegistry() *gun.Registry {
 	r := gun.NewRegistry()
-	r.Register("nop", func(context.Context, *config.GunSpec, string) (gun.Factory, error) { return nopFactory{}, nil })
+	r.Register("nop", func(context.Context, *config.GunSpec, files.FS) (gun.Factory, error) { return nopFactory{}, nil })
 	return r
 }
 

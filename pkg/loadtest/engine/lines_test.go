@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/capstanhq/capstan/pkg/errs"
+	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 	"github.com/capstanhq/capstan/pkg/loadtest/gun"
 )
 
@@ -31,7 +33,7 @@ func TestNewErrorsNameTheirLine(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "junk.pb"), []byte("not a descriptor set"), 0o644)
 	reg := gun.NewRegistry()
-	reg.Register("sized", func(_ context.Context, spec *config.GunSpec, _ string) (gun.Factory, error) {
+	reg.Register("sized", func(context.Context, *config.GunSpec, files.FS) (gun.Factory, error) {
 		return nil, errs.Invalid("options.size", "must be at most 10")
 	})
 	const ok = `  - id: fine
@@ -142,5 +144,55 @@ func TestNewAmmoErrorsNameTheirLine(t *testing.T) {
 	_, err = New(context.Background(), spec, Options{Dir: t.TempDir(), Lines: lines})
 	if !errs.IsInvalidArgument(err) || errs.FieldOf(err) != "pools[0].ammo.file" || !strings.Contains(err.Error(), "pools[0].ammo.file: line 6: opening ammo") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// TestNewOpensFilesThroughFiles builds pools whose files lead out of a
+// files.Root: New refuses each, naming the field.
+func TestNewOpensFilesThroughFiles(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "files")
+	os.Mkdir(dir, 0o755)
+	os.WriteFile(filepath.Join(base, "secret"), []byte(`{"uri":"/"}`+"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "ammo.jsonl"), []byte(`{"uri":"/"}`+"\n"), 0o644)
+	os.Symlink("../secret", filepath.Join(dir, "out"))
+	root, err := files.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	pool := func() config.Pool {
+		p := httpPool("http://127.0.0.1:1", []config.ScheduleSpec{{Type: "once", Times: 1}}, 1)
+		p.Ammo = ammo.Spec{Type: "file", File: "ammo.jsonl"}
+		return p
+	}
+	// Inside: fine.
+	e, err := New(context.Background(), &config.Spec{Pools: []config.Pool{pool()}}, Options{Files: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	for _, c := range []struct {
+		mut   func(p *config.Pool)
+		field string
+	}{
+		{func(p *config.Pool) { p.Ammo.File = "out" }, "pools[0].ammo.file"},
+		{func(p *config.Pool) { p.Ammo.File, p.Ammo.Stream = "out", true }, "pools[0].ammo.file"},
+		{func(p *config.Pool) { p.Ammo.File = "../secret" }, "pools[0].ammo.file"},
+		{func(p *config.Pool) {
+			p.Gun.Target = "https://127.0.0.1:1"
+			p.Gun.TLS = &config.TLSSpec{CAFile: "out"}
+		}, "pools[0].gun.tls.caFile"},
+		{func(p *config.Pool) {
+			p.Gun = config.GunSpec{Type: "grpc", Target: "127.0.0.1:1", DescriptorSet: "out"}
+		}, "pools[0].gun.descriptorSet"},
+	} {
+		p := pool()
+		c.mut(&p)
+		_, err := New(context.Background(), &config.Spec{Pools: []config.Pool{p}}, Options{Files: root})
+		if !errs.IsInvalidArgument(err) || errs.FieldOf(err) != c.field || !strings.Contains(err.Error(), "leads out of the files directory") &&
+			!strings.Contains(err.Error(), "leaves the files directory") {
+			t.Errorf("%s: %v", c.field, err)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 	"github.com/capstanhq/capstan/pkg/loadtest/gun"
 )
 
@@ -39,7 +40,7 @@ func TestShotPhasesReachSamples(t *testing.T) {
 	for _, want := range []bool{false, true} {
 		var asked atomic.Int64
 		r := gun.NewRegistry()
-		r.Register("phases", func(context.Context, *config.GunSpec, string) (gun.Factory, error) {
+		r.Register("phases", func(context.Context, *config.GunSpec, files.FS) (gun.Factory, error) {
 			return phaseFactory{asked: &asked}, nil
 		})
 		spec := &config.Spec{Pools: []config.Pool{{

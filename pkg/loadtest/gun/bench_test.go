@@ -41,7 +41,7 @@ func BenchmarkStdShoot(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			spec := config.GunSpec{Type: "http", Target: srv.URL, Client: "std"}
-			f, err := NewRegistry().Build(context.Background(), &spec, "")
+			f, err := NewRegistry().Build(context.Background(), &spec, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

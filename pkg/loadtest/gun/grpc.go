@@ -2,7 +2,6 @@ package gun
 
 import (
 	"context"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 )
 
 // NewGRPC is the constructor of the grpc gun. It connects to the target,
@@ -32,7 +32,7 @@ import (
 // server's reflection service) and returns a factory whose guns make unary
 // calls named by the ammo's Call ("package.Service/Method") with its JSON
 // Payload and Metadata.
-func NewGRPC(ctx context.Context, spec *config.GunSpec, dir string) (Factory, error) {
+func NewGRPC(ctx context.Context, spec *config.GunSpec, fsys files.FS) (Factory, error) {
 	if err := rejectFields(spec, "grpc", map[string]bool{
 		"steps": len(spec.Steps) > 0, "http2": spec.HTTP2, "h2c": spec.H2C, "client": spec.Client != "",
 		"options": len(spec.Options) > 0,
@@ -55,7 +55,7 @@ func NewGRPC(ctx context.Context, spec *config.GunSpec, dir string) (Factory, er
 	}
 	creds := insecure.NewCredentials()
 	if spec.TLS != nil {
-		tc, err := tlsConfig(spec.TLS, dir)
+		tc, err := tlsConfig(spec.TLS, fsys)
 		if err != nil {
 			return nil, err
 		}
@@ -70,7 +70,7 @@ func NewGRPC(ctx context.Context, spec *config.GunSpec, dir string) (Factory, er
 		f.md = append(f.md, strings.ToLower(h.Name), h.Value)
 	}
 	if spec.DescriptorSet != "" {
-		f.files, err = loadDescriptorSet(resolve(dir, spec.DescriptorSet))
+		f.files, err = loadDescriptorSet(fsys, spec.DescriptorSet)
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, connectTimeout)
 		f.files, err = reflectFiles(rctx, conn)
@@ -83,8 +83,8 @@ func NewGRPC(ctx context.Context, spec *config.GunSpec, dir string) (Factory, er
 	return f, nil
 }
 
-func loadDescriptorSet(path string) (*protoregistry.Files, error) {
-	b, err := os.ReadFile(path)
+func loadDescriptorSet(fsys files.FS, name string) (*protoregistry.Files, error) {
+	b, err := files.ReadFile(fsys, name)
 	if err != nil {
 		return nil, errs.Field(errs.InvalidArgument, "descriptorSet", "%v", err)
 	}

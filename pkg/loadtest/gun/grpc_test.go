@@ -19,6 +19,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 )
 
 // grpcServer starts a health service, with or without reflection, on
@@ -80,7 +81,7 @@ func TestGRPCDescriptorSet(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "health.pb"), b, 0o644)
 	spec := config.GunSpec{Type: "grpc", Target: addr, DescriptorSet: "health.pb"}
-	f, err := NewGRPC(context.Background(), &spec, dir)
+	f, err := NewGRPC(context.Background(), &spec, files.Dir(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,7 @@ func TestGRPCDescriptorSet(t *testing.T) {
 	checkGRPC(t, g)
 
 	// Without reflection and without a descriptor set the gun cannot start.
-	if _, err := NewGRPC(context.Background(), &config.GunSpec{Type: "grpc", Target: addr}, dir); err == nil {
+	if _, err := NewGRPC(context.Background(), &config.GunSpec{Type: "grpc", Target: addr}, files.Dir(dir)); err == nil {
 		t.Fatal("a server without reflection was accepted without a descriptor set")
 	}
 }
@@ -107,7 +108,7 @@ func TestGRPCSpecErrors(t *testing.T) {
 		{config.GunSpec{Type: "grpc", Target: "x:1", DescriptorSet: "missing.pb"}, "descriptorSet"},
 		{config.GunSpec{Type: "grpc", Target: "x:1", DescriptorSet: "junk.pb"}, "descriptorSet"},
 	} {
-		_, err := NewGRPC(context.Background(), &c.spec, dir)
+		_, err := NewGRPC(context.Background(), &c.spec, files.Dir(dir))
 		if !errs.IsInvalidArgument(err) || errs.FieldOf(err) != c.field {
 			t.Errorf("%+v: err %v, want InvalidArgument on %q", c.spec, err, c.field)
 		}

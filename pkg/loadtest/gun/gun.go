@@ -9,6 +9,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 )
 
 // Shot is one firing: the engine fills Ammo and Intended, the gun fills the
@@ -92,10 +93,12 @@ type Factory interface {
 	Close() error
 }
 
-// Constructor builds a Factory from a pool's gun spec. dir is the config
-// file's directory, against which relative paths resolve. Errors should
-// name the offending field of the spec (errs.Invalid).
-type Constructor func(ctx context.Context, spec *config.GunSpec, dir string) (Factory, error)
+// Constructor builds a Factory from a pool's gun spec. fsys opens the
+// files the spec names (relative to the config file's directory for
+// `capstan loadtest run`, confined to the files directory for a LoadTest);
+// a gun reads files only through it. Errors should name the offending
+// field of the spec (errs.Invalid).
+type Constructor func(ctx context.Context, spec *config.GunSpec, fsys files.FS) (Factory, error)
 
 // Registry maps gun types to constructors. It is safe for concurrent use.
 type Registry struct {
@@ -140,13 +143,17 @@ func (r *Registry) Types() []string {
 }
 
 // Build returns the factory for spec, or an InvalidArgument error naming
-// "type" for an unknown type.
-func (r *Registry) Build(ctx context.Context, spec *config.GunSpec, dir string) (Factory, error) {
+// "type" for an unknown type. fsys opens the files the spec names; nil
+// opens them as they are named (files.Dir("")).
+func (r *Registry) Build(ctx context.Context, spec *config.GunSpec, fsys files.FS) (Factory, error) {
 	r.mu.RLock()
 	c, ok := r.m[spec.Type]
 	r.mu.RUnlock()
 	if !ok {
 		return nil, errs.Invalid("type", "unknown gun type %q (known: %v)", spec.Type, r.Types())
 	}
-	return c(ctx, spec, dir)
+	if fsys == nil {
+		fsys = files.Dir("")
+	}
+	return c(ctx, spec, fsys)
 }

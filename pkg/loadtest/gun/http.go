@@ -11,8 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +22,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 )
 
 // DefaultTimeout bounds a request when the spec sets no timeout.
@@ -115,7 +114,7 @@ func rejectFields(spec *config.GunSpec, gunType string, fields map[string]bool) 
 	return nil
 }
 
-func tlsConfig(spec *config.TLSSpec, dir string) (*tls.Config, error) {
+func tlsConfig(spec *config.TLSSpec, fsys files.FS) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12}
 	if spec == nil {
 		return c, nil
@@ -123,7 +122,7 @@ func tlsConfig(spec *config.TLSSpec, dir string) (*tls.Config, error) {
 	c.ServerName = spec.ServerName
 	c.InsecureSkipVerify = spec.InsecureSkipVerify
 	if spec.CAFile != "" {
-		pem, err := os.ReadFile(resolve(dir, spec.CAFile))
+		pem, err := files.ReadFile(fsys, spec.CAFile)
 		if err != nil {
 			return nil, errs.Field(errs.InvalidArgument, "tls.caFile", "%v", err)
 		}
@@ -137,7 +136,15 @@ func tlsConfig(spec *config.TLSSpec, dir string) (*tls.Config, error) {
 		return nil, errs.Invalid("tls.certFile", "certFile and keyFile go together")
 	}
 	if spec.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(resolve(dir, spec.CertFile), resolve(dir, spec.KeyFile))
+		certPEM, err := files.ReadFile(fsys, spec.CertFile)
+		if err != nil {
+			return nil, errs.Field(errs.InvalidArgument, "tls.certFile", "%v", err)
+		}
+		keyPEM, err := files.ReadFile(fsys, spec.KeyFile)
+		if err != nil {
+			return nil, errs.Field(errs.InvalidArgument, "tls.keyFile", "%v", err)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
 			return nil, errs.Field(errs.InvalidArgument, "tls.certFile", "%v", err)
 		}
@@ -146,15 +153,8 @@ func tlsConfig(spec *config.TLSSpec, dir string) (*tls.Config, error) {
 	return c, nil
 }
 
-func resolve(dir, path string) string {
-	if path == "" || filepath.IsAbs(path) || dir == "" {
-		return path
-	}
-	return filepath.Join(dir, path)
-}
-
 // NewHTTP is the constructor of the http gun.
-func NewHTTP(_ context.Context, spec *config.GunSpec, dir string) (Factory, error) {
+func NewHTTP(_ context.Context, spec *config.GunSpec, fsys files.FS) (Factory, error) {
 	if err := rejectFields(spec, "http", map[string]bool{
 		"descriptorSet": spec.DescriptorSet != "", "steps": len(spec.Steps) > 0, "options": len(spec.Options) > 0,
 	}); err != nil {
@@ -194,7 +194,7 @@ func NewHTTP(_ context.Context, spec *config.GunSpec, dir string) (Factory, erro
 		}
 		return f, nil
 	}
-	tc, err := tlsConfig(spec.TLS, dir)
+	tc, err := tlsConfig(spec.TLS, fsys)
 	if err != nil {
 		return nil, err
 	}

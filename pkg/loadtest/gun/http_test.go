@@ -21,11 +21,12 @@ import (
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 )
 
 func newGun(t testing.TB, spec config.GunSpec) Gun {
 	t.Helper()
-	f, err := NewRegistry().Build(context.Background(), &spec, t.TempDir())
+	f, err := NewRegistry().Build(context.Background(), &spec, files.Dir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +373,7 @@ func TestHTTPSpecErrors(t *testing.T) {
 		{config.GunSpec{Type: "laser"}, "type"},
 	}
 	for _, c := range cases {
-		_, err := NewRegistry().Build(context.Background(), &c.spec, t.TempDir())
+		_, err := NewRegistry().Build(context.Background(), &c.spec, files.Dir(t.TempDir()))
 		if !errs.IsInvalidArgument(err) || errs.FieldOf(err) != c.field {
 			t.Errorf("%+v: err %v, want InvalidArgument on %q", c.spec, err, c.field)
 		}
@@ -386,7 +387,7 @@ func (fakeFactory) Close() error                          { return nil }
 
 func TestRegistry(t *testing.T) {
 	r := NewRegistry()
-	c := func(context.Context, *config.GunSpec, string) (Factory, error) { return fakeFactory{}, nil }
+	c := func(context.Context, *config.GunSpec, files.FS) (Factory, error) { return fakeFactory{}, nil }
 	if err := r.Register("custom", c); err != nil {
 		t.Fatal(err)
 	}
@@ -396,13 +397,13 @@ func TestRegistry(t *testing.T) {
 	if err := r.Register("http", c); !errs.IsAlreadyExists(err) {
 		t.Fatalf("overriding a built-in: %v", err)
 	}
-	if _, err := r.Build(context.Background(), &config.GunSpec{Type: "custom"}, ""); err != nil {
+	if _, err := r.Build(context.Background(), &config.GunSpec{Type: "custom"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(r.Types(), ","); got != "custom,grpc,http,scenario" {
 		t.Fatalf("types %s", got)
 	}
-	if _, err := NewRegistry().Build(context.Background(), &config.GunSpec{Type: "custom"}, ""); !errs.IsInvalidArgument(err) {
+	if _, err := NewRegistry().Build(context.Background(), &config.GunSpec{Type: "custom"}, nil); !errs.IsInvalidArgument(err) {
 		t.Fatal("registries share state")
 	}
 }

@@ -153,7 +153,7 @@ func slowTLSServer(t *testing.T, http2 bool) *httptest.Server {
 // stdGunWith builds a net/http-based gun with Env.Phases set to phases.
 func stdGunWith(t *testing.T, spec config.GunSpec, phases bool) Gun {
 	t.Helper()
-	f, err := NewRegistry().Build(context.Background(), &spec, "")
+	f, err := NewRegistry().Build(context.Background(), &spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestScenarioPhases(t *testing.T) {
 	srv := httptest.NewServer(slowHandler)
 	t.Cleanup(srv.Close)
 	spec := config.GunSpec{Type: "scenario", Target: srv.URL, Steps: []config.StepSpec{{Name: "one", URI: "/1"}, {Name: "two", URI: "/2"}}}
-	f, err := NewScenario(context.Background(), &spec, "")
+	f, err := NewScenario(context.Background(), &spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

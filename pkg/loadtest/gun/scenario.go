@@ -16,6 +16,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 )
 
 // NewScenario is the constructor of the scenario gun: for each ammo it
@@ -23,7 +24,7 @@ import (
 // placeholders from the ammo's vars and from earlier extractions. Each step
 // is reported as a sample tagged with the step's name; the shot itself
 // covers the whole scenario.
-func NewScenario(_ context.Context, spec *config.GunSpec, dir string) (Factory, error) {
+func NewScenario(_ context.Context, spec *config.GunSpec, fsys files.FS) (Factory, error) {
 	if err := rejectFields(spec, "scenario", map[string]bool{
 		"descriptorSet": spec.DescriptorSet != "", "client": spec.Client != "", "options": len(spec.Options) > 0,
 	}); err != nil {
@@ -39,7 +40,7 @@ func NewScenario(_ context.Context, spec *config.GunSpec, dir string) (Factory, 
 	if spec.HTTP2 && t.base.Scheme != "https" {
 		return nil, errs.Invalid("http2", "HTTP/2 over TLS needs an https target; use h2c for plain http")
 	}
-	tc, err := tlsConfig(spec.TLS, dir)
+	tc, err := tlsConfig(spec.TLS, fsys)
 	if err != nil {
 		return nil, err
 	}

@@ -49,7 +49,7 @@ func scenarioSpec(target string) config.GunSpec {
 
 func runScenario(t *testing.T, spec config.GunSpec, a *ammo.Ammo) (*Shot, []aggregate.Sample) {
 	t.Helper()
-	f, err := NewScenario(context.Background(), &spec, "")
+	f, err := NewScenario(context.Background(), &spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestScenarioSpecErrors(t *testing.T) {
 		{[]config.StepSpec{{Name: "a", URI: "/"}, {Name: "b", URI: "/", Headers: ammo.Headers{{Name: "X:Y", Value: "1"}}}}, "steps[1].headers[0]"},
 	} {
 		spec := config.GunSpec{Type: "scenario", Target: "http://127.0.0.1:1", Steps: c.steps}
-		_, err := NewScenario(context.Background(), &spec, "")
+		_, err := NewScenario(context.Background(), &spec, nil)
 		if !errs.IsInvalidArgument(err) || errs.FieldOf(err) != c.field {
 			t.Errorf("%+v: err %v, want InvalidArgument on %q", c.steps, err, c.field)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/fnv"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/coordination"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/loadtest/engine"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 	"github.com/capstanhq/capstan/pkg/loadtest/gun"
 	"github.com/capstanhq/capstan/pkg/loadtest/schedule"
 	"github.com/capstanhq/capstan/pkg/manager"
@@ -71,8 +73,9 @@ type Options struct {
 	Guns *gun.Registry
 	// Dir is the directory files named in specs (ammo files, descriptor
 	// sets, TLS files) are read from: their paths must be relative and
-	// stay inside it. Empty (the default) reads no files: specs that name
-	// one fail validation.
+	// stay inside it, symbolic links included (the runners open them
+	// through an os.Root). Empty (the default) reads no files: specs that
+	// name one fail validation. `capstan run --loadtest-dir` sets it.
 	Dir string
 	// StartDelay is how far ahead of planning a run of several parts
 	// starts, so that every member sees its part in time; default
@@ -115,6 +118,19 @@ func SetupWithManager(mgr *manager.Manager, opts Options) error {
 	}
 	if opts.Guns == nil {
 		opts.Guns = gun.NewRegistry()
+	}
+	if opts.Dir != "" {
+		dir, err := filepath.Abs(opts.Dir)
+		if err == nil {
+			var root *files.Root
+			if root, err = files.OpenRoot(dir); err == nil {
+				root.Close()
+			}
+		}
+		if err != nil {
+			return errs.Invalid("dir", "the files directory: %v", err)
+		}
+		opts.Dir = dir
 	}
 	if opts.Logger.GetSink() == nil {
 		opts.Logger = mgr.Logger().WithName("loadtestpart-runner")

@@ -24,9 +24,13 @@
 // never to files of the process that happens to run the test. Whoever may
 // write a LoadTest must not get to read the runners' files either: files
 // (ammo files, descriptor sets, TLS files) are read only when the
-// controller has a files directory (Options.Dir), only by relative paths
-// that stay inside it; other specs that name files fail as InvalidSpec.
-// Runners apply the same checks to the parts they are given.
+// controller has a files directory (Options.Dir, `capstan run
+// --loadtest-dir DIR`), only by relative paths that stay inside it, also
+// through symbolic links; other specs that name files fail as InvalidSpec
+// with the field at fault ("spec.pools[0].ammo.file: …"). Runners apply
+// the same checks to the parts they are given, and open every file
+// through an os.Root of the directory (files.Root), so nothing outside it
+// is read whatever a path or link says.
 //
 // Status: phase (Pending, Running, Succeeded, Failed, Cancelled) with a
 // reason and message, startTime and endTime, observedGeneration and

@@ -3,6 +3,8 @@ package resource
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/coordination"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/loadtest/engine"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 	"github.com/capstanhq/capstan/pkg/loadtest/gun"
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/source"
@@ -27,6 +30,14 @@ var (
 	errSessionLost     = errors.New("this process's member session ended")
 	errStopping        = errors.New("the process is stopping")
 )
+
+// noFiles is the files of a runner without a files directory: none.
+type noFiles struct{}
+
+// Open implements files.FS.
+func (noFiles) Open(name string) (io.ReadCloser, error) {
+	return nil, fmt.Errorf("%q: LoadTests may name files only when the runners have a files directory (capstan run --loadtest-dir DIR)", name)
+}
 
 // finalWriteTimeout bounds the final status write of a run that ends
 // because the process stops.
@@ -225,9 +236,21 @@ func (r *runner) execute(ctx context.Context, cancel context.CancelCauseFunc, se
 	// must not get more from this runner than a LoadTest would.
 	err = checkRunnable(&part.Spec.Test, r.guns.Types(), r.dir)
 	var eng *engine.Engine
+	var fsys files.FS = noFiles{}
+	if err == nil && r.dir != "" {
+		// Every file of the run is opened inside the files directory,
+		// whatever its path says or its symbolic links point to.
+		var root *files.Root
+		if root, err = files.OpenRoot(r.dir); err != nil {
+			err = errs.Wrap(errs.FailedPrecondition, err, "the files directory")
+		} else {
+			defer root.Close()
+			fsys = root
+		}
+	}
 	if err == nil {
 		eng, err = engine.New(ctx, &part.Spec.Test, engine.Options{
-			Registry: r.guns, Dir: r.dir, Share: part.Spec.Share, StartAt: part.Spec.StartAt,
+			Registry: r.guns, Files: fsys, Share: part.Spec.Share, StartAt: part.Spec.StartAt,
 			Observer:         func(p engine.Progress) { latest.Store(&p) },
 			ProgressInterval: r.every,
 		})

@@ -3,7 +3,6 @@ package resource
 import (
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/files"
 	"github.com/capstanhq/capstan/pkg/loadtest/schedule"
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
@@ -188,27 +188,48 @@ func (s *LoadTestSpec) Validate() error {
 
 // checkRunnable checks what depends on the processes that run the parts:
 // every gun type must be known (knownGuns), and files may only be named
-// when filesDir is set, by paths that stay inside it, so that whoever
-// may write a LoadTest cannot make the runners read other files.
+// when filesDir is set, by relative paths that stay inside it (symbolic
+// links included, as far as filesDir can be read here), so that whoever
+// may write a LoadTest cannot make the runners read other files. The
+// runners open files through a files.Root, which enforces the same.
 func checkRunnable(s *config.Spec, knownGuns []string, filesDir string) error {
+	var root *files.Root
+	defer func() {
+		if root != nil {
+			root.Close()
+		}
+	}()
 	for i := range s.Pools {
 		p := &s.Pools[i]
 		field := "spec.pools[" + strconv.Itoa(i) + "]"
 		if !slices.Contains(knownGuns, p.Gun.Type) {
 			return errs.Invalid(field+".gun.type", "unknown gun type %q (known: %v)", p.Gun.Type, knownGuns)
 		}
-		files := []struct{ field, path string }{{".ammo.file", p.Ammo.File}, {".gun.descriptorSet", p.Gun.DescriptorSet}}
+		paths := []struct{ field, path string }{{".ammo.file", p.Ammo.File}, {".gun.descriptorSet", p.Gun.DescriptorSet}}
 		if t := p.Gun.TLS; t != nil {
-			files = append(files, struct{ field, path string }{".gun.tls.caFile", t.CAFile},
+			paths = append(paths, struct{ field, path string }{".gun.tls.caFile", t.CAFile},
 				struct{ field, path string }{".gun.tls.certFile", t.CertFile}, struct{ field, path string }{".gun.tls.keyFile", t.KeyFile})
 		}
-		for _, f := range files {
-			switch {
-			case f.path == "":
-			case filesDir == "":
-				return errs.Invalid(field+f.field, "this controller reads no files for LoadTests (it has no files directory); use inline ammo")
-			case !filepath.IsLocal(f.path):
-				return errs.Invalid(field+f.field, "%q must be a relative path inside the controller's files directory", f.path)
+		for _, f := range paths {
+			if f.path == "" {
+				continue
+			}
+			if filesDir == "" {
+				return errs.Invalid(field+f.field, "%q: LoadTests may name files only when the runners have a files directory "+
+					"(capstan run --loadtest-dir DIR); use inline ammo or start them with --loadtest-dir", f.path)
+			}
+			if err := files.CheckLocal(f.path); err != nil {
+				return errs.Invalid(field+f.field, "%v", err)
+			}
+			if root == nil {
+				// Best effort: a directory this process cannot open is
+				// the runners' to report.
+				root, _ = files.OpenRoot(filesDir)
+			}
+			if root != nil {
+				if err := root.Check(f.path); err != nil {
+					return errs.Invalid(field+f.field, "%v", err)
+				}
 			}
 		}
 	}
