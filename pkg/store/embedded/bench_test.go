@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -59,5 +60,42 @@ func BenchmarkFindOne(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkCompareAndSwap measures a conditional replace of one document
+// by _id and version, as the resource store writes, in collections of
+// several sizes: through the front, which splits it by _id, and directly to
+// FerretDB, which reads the whole collection for it.
+func BenchmarkCompareAndSwap(b *testing.B) {
+	s := startServer(b, func(o *Options) { o.CleanupInterval = -1 })
+	for _, size := range []int{10, 1000, 3000} {
+		for _, path := range []string{"front", "direct"} {
+			b.Run(fmt.Sprintf("docs=%d/%s", size, path), func(b *testing.B) {
+				c := connect(b, s.URI())
+				if path == "direct" {
+					c = directClient(b, s)
+				}
+				ctx := context.Background()
+				coll := c.Database("bench").Collection(fmt.Sprintf("cas_%d_%s", size, path))
+				docs := make([]any, size)
+				for i := range docs {
+					docs[i] = bson.D{{Key: "_id", Value: fmt.Sprintf("k%05d", i)}, {Key: "v", Value: int64(0)}, {Key: "pad", Value: strings.Repeat("x", 200)}}
+				}
+				if _, err := coll.InsertMany(ctx, docs); err != nil {
+					b.Fatal(err)
+				}
+				// The middle document: the backend's scan stops at the first match.
+				id, v := fmt.Sprintf("k%05d", size/2), int64(0)
+				for b.Loop() {
+					res, err := coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "v", Value: v}},
+						bson.D{{Key: "v", Value: v + 1}, {Key: "pad", Value: "x"}})
+					if err != nil || res.MatchedCount != 1 {
+						b.Fatalf("swap from %d: %v, matched %d", v, err, res.MatchedCount)
+					}
+					v++
+				}
+			})
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,6 +39,9 @@ type front struct {
 	onLockWait func(request)
 
 	tails *tails // awaitData cursors; see tail.go
+
+	pinned atomic.Int64 // conditional writes split by _id (pinned.go), for tests
+	ids    *idIndexes   // kept in step with writes; nil in tests of the front alone
 
 	mu     sync.Mutex
 	pairs  map[*pair]struct{}
@@ -299,7 +303,7 @@ func (p *pair) dispatch(backend net.Conn, requests <-chan []byte, clientGone <-c
 			case <-p.done:
 				return
 			}
-			out, err = p.roundTrip(backend, msg, req, responses, nil, p.f.timeout)
+			out, err = p.write(backend, msg, req, responses)
 			<-p.f.writeLock
 			p.f.tails.writeDone()
 		} else {
@@ -321,6 +325,24 @@ func (p *pair) dispatch(backend net.Conn, requests <-chan []byte, clientGone <-c
 			}
 		}
 	}
+}
+
+// write relays a write; the caller holds the write lock. Conditional
+// writes of one document by _id are split (see pinned.go).
+func (p *pair) write(backend net.Conn, msg []byte, req request, responses <-chan []byte) ([][]byte, error) {
+	if w, ok := planPinned(msg, req); ok {
+		out, handled, err := p.pinnedRoundTrip(backend, msg, w, responses)
+		if handled || err != nil {
+			return out, err
+		}
+	}
+	out, err := p.roundTrip(backend, msg, req, responses, nil, p.f.timeout)
+	if err == nil && p.f.ids != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), p.f.timeout)
+		p.f.ids.afterWrite(ctx, req)
+		cancel()
+	}
+	return out, err
 }
 
 // read relays a read; the waits of awaitData cursors are served by the

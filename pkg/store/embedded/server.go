@@ -54,6 +54,7 @@ type run struct {
 	ferretDone chan struct{}
 
 	front *front
+	ids   *idIndexes // _id lookup indexes; see idindex.go
 
 	stopCleanup context.CancelFunc
 	cleanupDone chan struct{}
@@ -171,12 +172,17 @@ func (s *Server) start(ctx context.Context) (_ *run, err error) {
 	if err = s.waitPastNewestEntry(ctx, r); err != nil {
 		return r, err
 	}
+	r.ids = newIDIndexes(r.dataDir, s.log)
+	if err := r.ids.ensureAll(ctx); err != nil {
+		s.log.Warn("could not add the _id lookup indexes", "err", err)
+	}
 
 	dial := func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", r.sockPath)
 	}
 	r.front = newFront(ln, dial, s.writeLock, s.opts.MaxConns, s.opts.BackendTimeout, s.log)
+	r.front.ids = r.ids
 	r.front.serve()
 	s.addr = ln.Addr().String()
 

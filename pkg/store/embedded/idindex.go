@@ -1,0 +1,200 @@
+package embedded
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	_ "modernc.org/sqlite" // the SQLite driver FerretDB itself uses
+)
+
+// Lookup indexes by _id.
+//
+// FerretDB pushes a filter of _id alone down to SQLite as
+// WHERE _ferretdb_sjson->'$._id' = ?, but the unique index it creates for
+// _id is on the expression _ferretdb_sjson->"_id". SQLite uses an
+// expression index only for the same expression, so every lookup by _id
+// (a Get, and both halves of a pinned write) scans the table and parses
+// each row's JSON: 2.2 ms at 3000 documents, against 0.35 ms with an
+// index on the queried expression.
+//
+// The server therefore adds that index to every collection's table: to the
+// tables it finds at start, and to a collection's table after the first
+// write through the front that may have created it. The index is SQLite's
+// alone: FerretDB does not list it, cannot drop it by name, and drops it
+// with the table. Writes wait for it under the write lock, so it is built
+// while FerretDB writes nothing else.
+
+// idIndexName suffixes the lookup index of a table.
+const idIndexName = "_capstan_id_lookup"
+
+// idIndexes ensures the lookup indexes of a data directory.
+type idIndexes struct {
+	dir string
+	log *slog.Logger
+
+	mu   sync.Mutex
+	done map[string]bool // database "\x00" collection: indexed
+}
+
+func newIDIndexes(dir string, log *slog.Logger) *idIndexes {
+	return &idIndexes{dir: dir, log: log, done: map[string]bool{}}
+}
+
+// open returns a handle on the database's SQLite file, or nil if FerretDB
+// has not created it. The caller closes it.
+func (x *idIndexes) open(db string) (*sql.DB, error) {
+	path := filepath.Join(x.dir, db+".sqlite")
+	if _, err := os.Stat(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	u := url.URL{Scheme: "file", Path: path, RawQuery: "_pragma=busy_timeout(10000)"}
+	h, err := sql.Open("sqlite", u.String())
+	if err != nil {
+		return nil, err
+	}
+	h.SetMaxOpenConns(1)
+	return h, nil
+}
+
+// ensure indexes db.coll's table if it exists and is not indexed yet.
+func (x *idIndexes) ensure(ctx context.Context, db, coll string) {
+	if db == "" || coll == "" || db == OplogDatabase || strings.ContainsAny(db, `/\`) {
+		return
+	}
+	key := db + "\x00" + coll
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.done[key] {
+		return
+	}
+	ok, err := x.index(ctx, db, coll)
+	if err != nil {
+		x.log.Warn("could not add the _id lookup index", "db", db, "collection", coll, "err", err)
+		return
+	}
+	if ok {
+		x.done[key] = true
+	}
+}
+
+// index adds the lookup index to db.coll's table; ok is false when there
+// is no such table yet.
+func (x *idIndexes) index(ctx context.Context, db, coll string) (bool, error) {
+	h, err := x.open(db)
+	if err != nil || h == nil {
+		return false, err
+	}
+	defer h.Close()
+	var table string
+	err = h.QueryRowContext(ctx, `SELECT table_name FROM "_ferretdb_collections" WHERE name = ?`, coll).Scan(&table)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	case err != nil:
+		if strings.Contains(err.Error(), "no such table") {
+			return false, nil
+		}
+		return false, err
+	}
+	q := `CREATE INDEX IF NOT EXISTS ` + sqlIdent(table+idIndexName) + ` ON ` + sqlIdent(table) + ` (_ferretdb_sjson->'$._id')`
+	if _, err := h.ExecContext(ctx, q); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// ensureAll indexes every collection of every database in the directory.
+func (x *idIndexes) ensureAll(ctx context.Context) error {
+	files, err := filepath.Glob(filepath.Join(x.dir, "*.sqlite"))
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		db := strings.TrimSuffix(filepath.Base(f), ".sqlite")
+		if db == OplogDatabase {
+			continue
+		}
+		colls, err := x.collections(ctx, db)
+		if err != nil {
+			return err
+		}
+		for _, c := range colls {
+			x.ensure(ctx, db, c)
+		}
+	}
+	return nil
+}
+
+// collections lists the collections FerretDB keeps in db's file.
+func (x *idIndexes) collections(ctx context.Context, db string) ([]string, error) {
+	h, err := x.open(db)
+	if err != nil || h == nil {
+		return nil, err
+	}
+	defer h.Close()
+	rows, err := h.QueryContext(ctx, `SELECT name FROM "_ferretdb_collections"`)
+	if err != nil {
+		if strings.Contains(err.Error(), "no such table") {
+			return nil, nil
+		}
+		return nil, err
+	}
+	defer rows.Close()
+	var colls []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, err
+		}
+		colls = append(colls, c)
+	}
+	return colls, rows.Err()
+}
+
+// forget drops what is known of db's collections, all databases' if db is
+// empty: after a drop or rename a name may stand for another table.
+func (x *idIndexes) forget(db string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if db == "" {
+		clear(x.done)
+		return
+	}
+	for k := range x.done {
+		if strings.HasPrefix(k, db+"\x00") {
+			delete(x.done, k)
+		}
+	}
+}
+
+// sqlIdent quotes a SQLite identifier.
+func sqlIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// afterWrite keeps the lookup indexes in step with a write command that
+// completed: a write may have created its collection, and a drop or
+// rename changes which table a name stands for.
+func (x *idIndexes) afterWrite(ctx context.Context, req request) {
+	if x == nil || req.body == nil {
+		return
+	}
+	db, _ := req.body.Lookup("$db").StringValueOK()
+	switch req.command {
+	case "insert", "update", "delete", "findAndModify", "create", "createIndexes":
+		coll, _ := req.body.Lookup(req.command).StringValueOK()
+		x.ensure(ctx, db, coll)
+	case "drop", "dropDatabase":
+		x.forget(db)
+	case "renameCollection":
+		x.forget("") // the target may be in another database
+	}
+}
