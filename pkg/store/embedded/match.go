@@ -5,7 +5,6 @@ import (
 	"math"
 	"strings"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 )
 
@@ -363,5 +362,3 @@ func idEquality(filter bsoncore.Document) (bsoncore.Value, bool) {
 func idFilter(id bsoncore.Value) bsoncore.Document {
 	return bsoncore.NewDocumentBuilder().AppendValue("_id", id).Build()
 }
-
-var _ = bson.TypeString // the bson package names the types in tests
