@@ -99,7 +99,7 @@ func NewLocks(cfg LocksConfig) (*Locks, error) {
 	l.informer.AddEventHandler(source.HandlerFuncs{
 		AddFunc:    func(o meta.Object, _ bool) { l.clock.observe(o); l.learn(o.(*Lock)); l.wake(meta.KeyOf(o)) },
 		UpdateFunc: func(_, n meta.Object) { l.clock.observe(n); l.learn(n.(*Lock)); l.wake(meta.KeyOf(n)) },
-		DeleteFunc: func(o meta.Object) { l.deleted(o.(*Lock)); l.wake(meta.KeyOf(o)) },
+		DeleteFunc: func(o meta.Object) { l.clock.forget(meta.KeyOf(o)); l.deleted(o.(*Lock)); l.wake(meta.KeyOf(o)) },
 	})
 	return l, nil
 }

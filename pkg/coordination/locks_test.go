@@ -391,6 +391,12 @@ func TestLocksTokenSurvivesDeletion(t *testing.T) {
 		_, ok := a.locks.informer.Get(meta.Key{Namespace: testNS, Name: "doc"})
 		return !ok, ""
 	})
+	a.locks.clock.mu.Lock()
+	_, remembered := a.locks.clock.seen[meta.Key{Namespace: testNS, Name: "doc"}]
+	a.locks.clock.mu.Unlock()
+	if remembered {
+		t.Fatal("the clock still remembers a deleted lock's version")
+	}
 	h, err := a.locks.Acquire(ctx, "doc")
 	if err != nil {
 		t.Fatal(err)
