@@ -15,18 +15,7 @@ import (
 // server that allocates nothing per request.
 func BenchmarkLeanShoot(b *testing.B) {
 	g := newGun(b, config.GunSpec{Type: "http", Target: staticServer(b)})
-	a := &ammo.Ammo{URI: "/p"}
-	ctx := context.Background()
-	var s Shot
-	b.ReportAllocs()
-	for b.Loop() {
-		s.Reset()
-		s.Ammo = a
-		g.Shoot(ctx, &s)
-		if s.Class != aggregate.OK {
-			b.Fatal(s.Class, s.Err)
-		}
-	}
+	benchShoot(b, g)
 }
 
 // BenchmarkStdShoot measures a keep-alive shot of the net/http gun, with
@@ -50,18 +39,25 @@ func BenchmarkStdShoot(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			a := &ammo.Ammo{URI: "/p"}
-			ctx := context.Background()
-			var s Shot
-			b.ReportAllocs()
-			for b.Loop() {
-				s.Reset()
-				s.Ammo = a
-				g.Shoot(ctx, &s)
-				if s.Class != aggregate.OK {
-					b.Fatal(s.Class, s.Err)
-				}
-			}
+			benchShoot(b, g)
 		})
+	}
+}
+
+// benchShoot measures keep-alive shots of g at "/p", failing on the first
+// that is not OK.
+func benchShoot(b *testing.B, g Gun) {
+	b.Helper()
+	a := &ammo.Ammo{URI: "/p"}
+	ctx := context.Background()
+	var s Shot
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Reset()
+		s.Ammo = a
+		g.Shoot(ctx, &s)
+		if s.Class != aggregate.OK {
+			b.Fatal(s.Class, s.Err)
+		}
 	}
 }

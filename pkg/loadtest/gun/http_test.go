@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capstanhq/capstan/internal/loadtesttest"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
@@ -127,33 +128,6 @@ func TestLeanRequestAndResponses(t *testing.T) {
 	}
 }
 
-// rawServer answers each connection with script(conn's reader, conn).
-func rawServer(t testing.TB, script func(*bufio.Reader, net.Conn)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				script(bufio.NewReader(c), c)
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String()
-}
-
-func readRequest(br *bufio.Reader) bool {
-	_, err := http.ReadRequest(br)
-	return err == nil
-}
-
 func TestLeanRawResponses(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -170,8 +144,8 @@ func TestLeanRawResponses(t *testing.T) {
 		{"short body", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", 200, aggregate.Conn},
 	}
 	for _, c := range cases {
-		url := rawServer(t, func(br *bufio.Reader, conn net.Conn) {
-			if readRequest(br) {
+		url := loadtesttest.RawServer(t, func(br *bufio.Reader, conn net.Conn) {
+			if loadtesttest.ReadRequest(br) {
 				io.WriteString(conn, c.resp)
 			}
 		})
@@ -188,9 +162,9 @@ func TestLeanRawResponses(t *testing.T) {
 // connection is retried once on a new one.
 func TestLeanRetriesStaleConnection(t *testing.T) {
 	var conns atomic.Int64
-	url := rawServer(t, func(br *bufio.Reader, conn net.Conn) {
+	url := loadtesttest.RawServer(t, func(br *bufio.Reader, conn net.Conn) {
 		conns.Add(1)
-		if readRequest(br) {
+		if loadtesttest.ReadRequest(br) {
 			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 		}
 	})
@@ -209,8 +183,8 @@ func TestLeanRetriesStaleConnection(t *testing.T) {
 func TestLeanTimeoutAndCancel(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	url := rawServer(t, func(br *bufio.Reader, conn net.Conn) {
-		readRequest(br)
+	url := loadtesttest.RawServer(t, func(br *bufio.Reader, conn net.Conn) {
+		loadtesttest.ReadRequest(br)
 		<-release
 	})
 	g := newGun(t, config.GunSpec{Type: "http", Target: url, Timeout: config.Duration(100 * time.Millisecond)})
@@ -264,7 +238,7 @@ func TestLeanConnectionRefused(t *testing.T) {
 // allocation counts (which are process-wide) measure the client alone.
 func staticServer(t testing.TB) string {
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	return rawServer(t, func(_ *bufio.Reader, conn net.Conn) {
+	return loadtesttest.RawServer(t, func(_ *bufio.Reader, conn net.Conn) {
 		buf := make([]byte, 64<<10)
 		tail := 0 // bytes of "\r\n\r\n" matched so far
 		for {

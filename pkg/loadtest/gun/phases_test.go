@@ -1,64 +1,18 @@
 package gun
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/capstanhq/capstan/internal/loadtesttest"
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
 )
-
-// The delays of the phase tests' servers, and how far measured phases may
-// exceed them (a loaded machine or the race detector slows the client) or
-// fall short of them (the client may see the head late, shortening the
-// receive phase by as much).
-const (
-	headDelay  = 30 * time.Millisecond // request read → response head
-	bodyDelay  = 40 * time.Millisecond // response head → body
-	handshake  = 25 * time.Millisecond // TLS: ClientHello → ServerHello
-	phaseSlack = 60 * time.Millisecond
-	phaseEarly = 8 * time.Millisecond
-)
-
-// slowRawServer answers each request on a connection with its head after
-// headDelay and its 5-byte body bodyDelay later, closing the connection
-// after each response when closeEach is set.
-func slowRawServer(t testing.TB, closeEach bool) string {
-	return rawServer(t, func(br *bufio.Reader, conn net.Conn) {
-		for readRequest(br) {
-			time.Sleep(headDelay)
-			head := "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
-			if closeEach {
-				head += "Connection: close\r\n"
-			}
-			if _, err := conn.Write([]byte(head + "\r\n")); err != nil {
-				return
-			}
-			time.Sleep(bodyDelay)
-			if _, err := conn.Write([]byte("hello")); err != nil || closeEach {
-				return
-			}
-		}
-	})
-}
-
-// slowHandler writes the response head after headDelay and the body
-// bodyDelay later.
-var slowHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-	time.Sleep(headDelay)
-	w.Header().Set("Content-Length", "5")
-	w.WriteHeader(200)
-	w.(http.Flusher).Flush()
-	time.Sleep(bodyDelay)
-	w.Write([]byte("hello"))
-})
 
 // timedShoot fires a at g and returns the shot and how long Shoot took.
 func timedShoot(t *testing.T, g Gun, a *ammo.Ammo) (*Shot, time.Duration) {
@@ -73,36 +27,38 @@ func timedShoot(t *testing.T, g Gun, a *ammo.Ammo) (*Shot, time.Duration) {
 	return s, took
 }
 
-// within fails unless want-phaseEarly <= got <= want+phaseSlack.
+// within fails unless want-PhaseEarly <= got <= want+PhaseSlack (the
+// margins of loadtesttest).
 func within(t *testing.T, what string, got int64, want time.Duration) {
 	t.Helper()
-	if d := time.Duration(got); d < want-phaseEarly || d > want+phaseSlack {
+	if d := time.Duration(got); d < want-loadtesttest.PhaseEarly || d > want+loadtesttest.PhaseSlack {
 		t.Errorf("%s = %v, want about %v", what, d, want)
 	}
 }
 
-// checkPhases checks a shot of a slow server: connect at least minConnect
-// (0: exactly 0, for a reused connection; negative: anything), a short send, receive about
-// bodyDelay, and what is left of the shot's time about headDelay.
+// checkPhases checks a shot of a slow server (loadtesttest): connect at
+// least minConnect (0: exactly 0, for a reused connection; negative:
+// anything), a short send, receive about BodyDelay, and what is left of the
+// shot's time about HeadDelay.
 func checkPhases(t *testing.T, s *Shot, took time.Duration, minConnect time.Duration) {
 	t.Helper()
 	t.Logf("took %v: connect %v send %v receive %v", took, time.Duration(s.Connect), time.Duration(s.Send), time.Duration(s.Receive))
 	switch {
 	case minConnect == 0 && s.Connect != 0:
 		t.Errorf("connect = %v on a reused connection, want 0", time.Duration(s.Connect))
-	case minConnect > 0 && (time.Duration(s.Connect) < minConnect || time.Duration(s.Connect) > minConnect+phaseSlack):
+	case minConnect > 0 && (time.Duration(s.Connect) < minConnect || time.Duration(s.Connect) > minConnect+loadtesttest.PhaseSlack):
 		t.Errorf("connect = %v, want at least %v", time.Duration(s.Connect), minConnect)
 	}
-	if s.Send <= 0 || time.Duration(s.Send) > phaseSlack {
+	if s.Send <= 0 || time.Duration(s.Send) > loadtesttest.PhaseSlack {
 		t.Errorf("send = %v, want a little more than 0", time.Duration(s.Send))
 	}
-	within(t, "receive", s.Receive, bodyDelay)
+	within(t, "receive", s.Receive, loadtesttest.BodyDelay)
 	rest := int64(took) - s.Connect - s.Send - s.Receive
-	within(t, "the wait for the first byte (the rest)", rest, headDelay)
+	within(t, "the wait for the first byte (the rest)", rest, loadtesttest.HeadDelay)
 }
 
 func TestLeanPhases(t *testing.T) {
-	g := newGun(t, config.GunSpec{Type: "http", Target: slowRawServer(t, false)})
+	g := newGun(t, config.GunSpec{Type: "http", Target: loadtesttest.SlowRawServer(t, false)})
 	s, took := timedShoot(t, g, &ammo.Ammo{URI: "/"})
 	if s.Connect <= 0 {
 		t.Errorf("connect = %v on a new connection, want more than 0", time.Duration(s.Connect))
@@ -112,7 +68,7 @@ func TestLeanPhases(t *testing.T) {
 	checkPhases(t, s, took, 0)
 
 	// A connection per shot: every shot dials.
-	g = newGun(t, config.GunSpec{Type: "http", Target: slowRawServer(t, true)})
+	g = newGun(t, config.GunSpec{Type: "http", Target: loadtesttest.SlowRawServer(t, true)})
 	for range 2 {
 		s, took := timedShoot(t, g, &ammo.Ammo{URI: "/"})
 		if s.Connect <= 0 {
@@ -136,20 +92,6 @@ func TestLeanPhasesOfAFailedDial(t *testing.T) {
 	}
 }
 
-// slowTLSServer serves slowHandler over TLS, taking handshake to answer a
-// ClientHello.
-func slowTLSServer(t *testing.T, http2 bool) *httptest.Server {
-	srv := httptest.NewUnstartedServer(slowHandler)
-	srv.EnableHTTP2 = http2
-	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		time.Sleep(handshake)
-		return nil, nil
-	}}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv
-}
-
 // stdGunWith builds a net/http-based gun with Env.Phases set to phases.
 func stdGunWith(t *testing.T, spec config.GunSpec, phases bool) Gun {
 	t.Helper()
@@ -168,22 +110,22 @@ func stdGunWith(t *testing.T, spec config.GunSpec, phases bool) Gun {
 
 func TestStdPhases(t *testing.T) {
 	insecure := &config.TLSSpec{InsecureSkipVerify: true}
-	tls1 := slowTLSServer(t, false)
-	tls2 := slowTLSServer(t, true)
-	h2c := httptest.NewUnstartedServer(slowHandler)
+	tls1 := loadtesttest.SlowTLSServer(t, false)
+	tls2 := loadtesttest.SlowTLSServer(t, true)
+	h2c := httptest.NewUnstartedServer(loadtesttest.SlowHandler)
 	h2c.Config.Protocols = &http.Protocols{}
 	h2c.Config.Protocols.SetUnencryptedHTTP2(true)
 	h2c.Start()
 	t.Cleanup(h2c.Close)
-	plain := httptest.NewServer(slowHandler)
+	plain := httptest.NewServer(loadtesttest.SlowHandler)
 	t.Cleanup(plain.Close)
 	for _, c := range []struct {
 		name       string
 		spec       config.GunSpec
 		minConnect time.Duration // of the first shot
 	}{
-		{"https/1.1", config.GunSpec{Type: "http", Target: tls1.URL, TLS: insecure}, handshake},
-		{"https/2", config.GunSpec{Type: "http", Target: tls2.URL, HTTP2: true, TLS: insecure}, handshake},
+		{"https/1.1", config.GunSpec{Type: "http", Target: tls1.URL, TLS: insecure}, loadtesttest.Handshake},
+		{"https/2", config.GunSpec{Type: "http", Target: tls2.URL, HTTP2: true, TLS: insecure}, loadtesttest.Handshake},
 		{"h2c", config.GunSpec{Type: "http", Target: h2c.URL, H2C: true}, -1},
 		{"std", config.GunSpec{Type: "http", Target: plain.URL, Client: "std"}, -1},
 	} {
@@ -207,7 +149,7 @@ func TestStdPhases(t *testing.T) {
 }
 
 func TestScenarioPhases(t *testing.T) {
-	srv := httptest.NewServer(slowHandler)
+	srv := httptest.NewServer(loadtesttest.SlowHandler)
 	t.Cleanup(srv.Close)
 	spec := config.GunSpec{Type: "scenario", Target: srv.URL, Steps: []config.StepSpec{{Name: "one", URI: "/1"}, {Name: "two", URI: "/2"}}}
 	f, err := NewScenario(context.Background(), &spec, nil)
@@ -228,7 +170,7 @@ func TestScenarioPhases(t *testing.T) {
 		t.Errorf("connect of the steps: %v, %v; want the first to dial and the second to reuse", steps[0].Connect, steps[1].Connect)
 	}
 	for _, st := range steps {
-		within(t, st.Tag+" receive", st.Receive, bodyDelay)
+		within(t, st.Tag+" receive", st.Receive, loadtesttest.BodyDelay)
 	}
 	if s.Connect != steps[0].Connect+steps[1].Connect || s.Send != steps[0].Send+steps[1].Send || s.Receive != steps[0].Receive+steps[1].Receive {
 		t.Errorf("shot phases %d/%d/%d are not the sums of the steps' %+v", s.Connect, s.Send, s.Receive, steps)

@@ -1,88 +1,19 @@
 package report
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/capstanhq/capstan/internal/loadtesttest"
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
 	"github.com/capstanhq/capstan/pkg/loadtest/engine"
 )
-
-// The delays of TestPhoutPhases's servers, and how far the phout columns
-// may stray from them: above, a loaded machine or the race detector slows
-// the client; below, the client may see the head late, shortening the
-// receive phase by as much.
-const (
-	headDelay  = 30 * time.Millisecond // request read → response head
-	bodyDelay  = 40 * time.Millisecond // response head → body
-	handshake  = 25 * time.Millisecond // TLS: ClientHello → ServerHello
-	phaseSlack = 60 * time.Millisecond
-	phaseEarly = 8 * time.Millisecond
-)
-
-// closingSlowServer answers a request with its head after headDelay and
-// its body bodyDelay later, then closes the connection, so every shot
-// dials.
-func closingSlowServer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				time.Sleep(headDelay)
-				if _, err := c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")); err != nil {
-					return
-				}
-				time.Sleep(bodyDelay)
-				c.Write([]byte("hello"))
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String()
-}
-
-// slowTLSServer takes handshake to answer a ClientHello and answers
-// requests like closingSlowServer, keeping connections alive.
-func slowTLSServer(t *testing.T) string {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		time.Sleep(headDelay)
-		w.Header().Set("Content-Length", "5")
-		w.WriteHeader(200)
-		w.(http.Flusher).Flush()
-		time.Sleep(bodyDelay)
-		w.Write([]byte("hello"))
-	}))
-	srv.EnableHTTP2 = true
-	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		time.Sleep(handshake)
-		return nil, nil
-	}}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
 
 // phoutLine is one parsed phout line; intervals in microseconds.
 type phoutLine struct {
@@ -118,8 +49,8 @@ func TestPhoutPhases(t *testing.T) {
 	once := []config.ScheduleSpec{{Type: "once", Times: 3}}
 	inline := ammo.Spec{Type: "inline", Requests: []ammo.Ammo{{URI: "/"}}}
 	spec := &config.Spec{Pools: []config.Pool{
-		{ID: "lean", Gun: config.GunSpec{Type: "http", Target: closingSlowServer(t)}, Ammo: inline, RPS: once, Instances: 1},
-		{ID: "h2", Gun: config.GunSpec{Type: "http", Target: slowTLSServer(t), HTTP2: true, TLS: &config.TLSSpec{InsecureSkipVerify: true}},
+		{ID: "lean", Gun: config.GunSpec{Type: "http", Target: loadtesttest.SlowRawServer(t, true)}, Ammo: inline, RPS: once, Instances: 1},
+		{ID: "h2", Gun: config.GunSpec{Type: "http", Target: loadtesttest.SlowTLSServer(t, true).URL, HTTP2: true, TLS: &config.TLSSpec{InsecureSkipVerify: true}},
 			Ammo: inline, RPS: once, Instances: 1},
 	}}
 	for _, corrected := range []bool{false, true} {
@@ -138,7 +69,7 @@ func TestPhoutPhases(t *testing.T) {
 		t.Logf("corrected %v:\n%s", corrected, b.String())
 		us := func(d time.Duration) int64 { return d.Microseconds() }
 		around := func(l phoutLine, what string, got int64, want time.Duration) {
-			if got < us(want-phaseEarly) || got > us(want+phaseSlack) {
+			if got < us(want-loadtesttest.PhaseEarly) || got > us(want+loadtesttest.PhaseSlack) {
 				t.Errorf("%s line %+v: %s %dµs, want about %v", l.tag, l, what, got, want)
 			}
 		}
@@ -150,27 +81,27 @@ func TestPhoutPhases(t *testing.T) {
 			if l.connect+l.send+l.latency+l.receive != l.real || l.event != l.real {
 				t.Errorf("%s line %+v: connect+send+latency+receive != interval_real", l.tag, l)
 			}
-			if l.send > us(phaseSlack) {
+			if l.send > us(loadtesttest.PhaseSlack) {
 				t.Errorf("%s line %+v: send %dµs", l.tag, l, l.send)
 			}
-			around(l, "receive", l.receive, bodyDelay)
+			around(l, "receive", l.receive, loadtesttest.BodyDelay)
 			if !corrected {
 				// Uncorrected, latency is the wait for the first byte.
-				around(l, "latency", l.latency, headDelay)
-			} else if l.latency < us(headDelay-phaseEarly) {
+				around(l, "latency", l.latency, loadtesttest.HeadDelay)
+			} else if l.latency < us(loadtesttest.HeadDelay-loadtesttest.PhaseEarly) {
 				t.Errorf("%s line %+v: corrected latency %dµs below the head delay", l.tag, l, l.latency)
 			}
 			switch l.tag {
 			case "lean":
 				// A new connection per shot, without TLS: a short dial.
-				if l.connect <= 0 || l.connect > us(phaseSlack) {
+				if l.connect <= 0 || l.connect > us(loadtesttest.PhaseSlack) {
 					t.Errorf("lean line %+v: connect %dµs, want a short dial", l, l.connect)
 				}
 			case "h2":
 				// One connection, its handshake in the first shot.
 				if l.connect != 0 {
 					h2Dialed++
-					around(l, "connect", l.connect, handshake)
+					around(l, "connect", l.connect, loadtesttest.Handshake)
 				}
 			default:
 				t.Errorf("line %+v: unknown tag", l)

@@ -8,10 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstanhq/capstan/pkg/coordination"
 	"github.com/capstanhq/capstan/pkg/loadtest/aggregate"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
-	"github.com/capstanhq/capstan/pkg/loadtest/schedule"
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
 )
@@ -336,28 +334,9 @@ func TestRunnerRefusesFiles(t *testing.T) {
 	srv := newTarget(t)
 	st := newStore(t)
 	startReplica(t, st, Options{})
-	var member string
-	eventually(t, "a member", func() (bool, string) {
-		ms, _, err := store.ListOf[coordination.Member](context.Background(), st, store.ListOptions{Namespace: ns})
-		if err != nil || len(ms) == 0 {
-			return false, fmt.Sprint(err)
-		}
-		member = ms[0].Name
-		return true, ""
-	})
 	s := spec(srv.URL, 10, time.Second)
 	s.Pools[0].Ammo = ammo.Spec{Type: "file", File: "/etc/passwd", Format: ammo.URI}
-	p := &LoadTestPart{ObjectMeta: meta.ObjectMeta{Namespace: ns, Name: "sneaky"},
-		Spec: LoadTestPartSpec{Member: member, Share: schedule.Share{Count: 1}, Test: s.Spec}}
-	if err := st.Create(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the part to fail", func() (bool, string) {
-		if err := st.Get(context.Background(), meta.KeyOf(p), p); err != nil {
-			return false, err.Error()
-		}
-		return p.Status.Phase.Final(), string(p.Status.Phase)
-	})
+	p := runPartDirectly(t, st, s.Spec)
 	if p.Status.Phase != PhaseFailed || p.Status.Reason != ReasonInvalidSpec || !strings.Contains(p.Status.Message, "spec.pools[0].ammo.file") {
 		t.Errorf("part %+v", p.Status)
 	}

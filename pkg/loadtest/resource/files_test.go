@@ -1,8 +1,6 @@
 package resource
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,15 +9,11 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
-	"github.com/capstanhq/capstan/pkg/coordination"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
 	"github.com/capstanhq/capstan/pkg/loadtest/gun"
-	"github.com/capstanhq/capstan/pkg/loadtest/schedule"
 	"github.com/capstanhq/capstan/pkg/manager"
-	"github.com/capstanhq/capstan/pkg/meta"
-	"github.com/capstanhq/capstan/pkg/store"
 )
 
 // filesDir makes a files directory holding ammo/requests.jsonl (4
@@ -133,27 +127,8 @@ func TestRunnerConfinesFiles(t *testing.T) {
 	srv := newTarget(t)
 	st := newStore(t)
 	startReplica(t, st, Options{Dir: dir})
-	var member string
-	eventually(t, "a member", func() (bool, string) {
-		ms, _, err := store.ListOf[coordination.Member](context.Background(), st, store.ListOptions{Namespace: ns})
-		if err != nil || len(ms) == 0 {
-			return false, fmt.Sprint(err)
-		}
-		member = ms[0].Name
-		return true, ""
-	})
 	s := fileSpec(srv.URL, "ammo/out.jsonl", 1)
-	p := &LoadTestPart{ObjectMeta: meta.ObjectMeta{Namespace: ns, Name: "sneaky"},
-		Spec: LoadTestPartSpec{Member: member, Share: schedule.Share{Count: 1}, Test: s.Spec}}
-	if err := st.Create(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the part to fail", func() (bool, string) {
-		if err := st.Get(context.Background(), meta.KeyOf(p), p); err != nil {
-			return false, err.Error()
-		}
-		return p.Status.Phase.Final(), string(p.Status.Phase)
-	})
+	p := runPartDirectly(t, st, s.Spec)
 	if p.Status.Phase != PhaseFailed || p.Status.Reason != ReasonInvalidSpec ||
 		!strings.Contains(p.Status.Message, "spec.pools[0].ammo.file: ") || !strings.Contains(p.Status.Message, "symbolic link") {
 		t.Errorf("part %+v", p.Status)

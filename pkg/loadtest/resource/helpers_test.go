@@ -18,6 +18,7 @@ import (
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/loadtest/ammo"
 	"github.com/capstanhq/capstan/pkg/loadtest/config"
+	"github.com/capstanhq/capstan/pkg/loadtest/schedule"
 	"github.com/capstanhq/capstan/pkg/manager"
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
@@ -257,6 +258,35 @@ func parts(t *testing.T, st store.Store) []*LoadTestPart {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// runPartDirectly waits for a member of the replicas on st, writes a
+// LoadTestPart "sneaky" that gives it all of test, past the LoadTest
+// controller and its checks, and waits until the part reaches a final
+// phase. It returns the part as last read.
+func runPartDirectly(t *testing.T, st store.Store, test config.Spec) *LoadTestPart {
+	t.Helper()
+	var member string
+	eventually(t, "a member", func() (bool, string) {
+		ms, _, err := store.ListOf[coordination.Member](context.Background(), st, store.ListOptions{Namespace: ns})
+		if err != nil || len(ms) == 0 {
+			return false, fmt.Sprint(err)
+		}
+		member = ms[0].Name
+		return true, ""
+	})
+	p := &LoadTestPart{ObjectMeta: meta.ObjectMeta{Namespace: ns, Name: "sneaky"},
+		Spec: LoadTestPartSpec{Member: member, Share: schedule.Share{Count: 1}, Test: test}}
+	if err := st.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the part to fail", func() (bool, string) {
+		if err := st.Get(context.Background(), meta.KeyOf(p), p); err != nil {
+			return false, err.Error()
+		}
+		return p.Status.Phase.Final(), string(p.Status.Phase)
+	})
+	return p
 }
 
 // condition returns the condition of type typ, failing the test if absent.
