@@ -50,6 +50,8 @@ type docSequence struct {
 	docs []bsoncore.Document
 }
 
+// parseMsg splits an OP_MSG into its flags (checksum dropped), its body,
+// validated, and its document sequences.
 func parseMsg(msg []byte) (msgParts, bool) {
 	var p msgParts
 	if parseHeader(msg).opCode != wiremessage.OpMsg {
@@ -75,7 +77,7 @@ func parseMsg(msg []byte) (msgParts, bool) {
 		switch kind {
 		case wiremessage.SingleDocument:
 			doc, rest, ok := wiremessage.ReadMsgSectionSingleDocument(rem)
-			if !ok || p.body != nil {
+			if !ok || p.body != nil || doc.Validate() != nil {
 				return p, false
 			}
 			p.body, sections = doc, rest

@@ -308,20 +308,8 @@ func encodeReply(reqID int32, body bsoncore.Document) []byte {
 
 // replyBody returns the body of an OP_MSG reply.
 func replyBody(msg []byte) (bsoncore.Document, bool) {
-	if parseHeader(msg).opCode != wiremessage.OpMsg {
-		return nil, false
-	}
-	flags, rem, ok := wiremessage.ReadMsgFlags(msg[headerLen:])
-	if !ok {
-		return nil, false
-	}
-	if flags&wiremessage.ChecksumPresent != 0 {
-		if len(rem) < 4 {
-			return nil, false
-		}
-		rem = rem[:len(rem)-4]
-	}
-	return msgBody(rem)
+	p, ok := parseMsg(msg)
+	return p.body, ok
 }
 
 // requestIDs numbers the server's own requests.
