@@ -65,8 +65,9 @@ func BenchmarkFindOne(b *testing.B) {
 
 // BenchmarkCompareAndSwap measures a conditional replace of one document
 // by _id and version, as the resource store writes, in collections of
-// several sizes: through the front, which splits it by _id, and directly to
-// FerretDB, which reads the whole collection for it.
+// several sizes: through the front, which splits it by _id from
+// defaultPinMin documents on, and directly to FerretDB, which reads the
+// whole collection for it.
 func BenchmarkCompareAndSwap(b *testing.B) {
 	s := startServer(b, func(o *Options) { o.CleanupInterval = -1 })
 	for _, size := range []int{10, 1000, 3000} {

@@ -41,7 +41,10 @@ type front struct {
 	tails *tails // awaitData cursors; see tail.go
 
 	pinned atomic.Int64 // conditional writes split by _id (pinned.go), for tests
-	ids    *idIndexes   // kept in step with writes; nil in tests of the front alone
+	// pinMin is the estimated collection size from which conditional
+	// writes are split by _id (pinned.go); tests lower it.
+	pinMin atomic.Int64
+	ids    *idIndexes // kept in step with writes; nil in tests of the front alone
 
 	mu     sync.Mutex
 	pairs  map[*pair]struct{}
@@ -51,7 +54,7 @@ type front struct {
 
 // newFront returns a front that serves ln once serve is called.
 func newFront(ln net.Listener, dial func(context.Context) (net.Conn, error), writeLock chan struct{}, maxConns int, timeout time.Duration, log *slog.Logger) *front {
-	return &front{
+	f := &front{
 		ln:        ln,
 		dial:      dial,
 		writeLock: writeLock,
@@ -61,6 +64,8 @@ func newFront(ln net.Listener, dial func(context.Context) (net.Conn, error), wri
 		pairs:     make(map[*pair]struct{}),
 		tails:     newTails(),
 	}
+	f.pinMin.Store(defaultPinMin)
+	return f
 }
 
 // serve starts the accept loop.
@@ -330,7 +335,7 @@ func (p *pair) dispatch(backend net.Conn, requests <-chan []byte, clientGone <-c
 // write relays a write; the caller holds the write lock. Conditional
 // writes of one document by _id are split (see pinned.go).
 func (p *pair) write(backend net.Conn, msg []byte, req request, responses <-chan []byte) ([][]byte, error) {
-	if w, ok := planPinned(msg, req); ok {
+	if w, ok := planPinned(msg, req); ok && p.worthPinning(w) {
 		out, handled, err := p.pinnedRoundTrip(backend, msg, w, responses)
 		if handled || err != nil {
 			return out, err
@@ -343,6 +348,16 @@ func (p *pair) write(backend net.Conn, msg []byte, req request, responses <-chan
 		cancel()
 	}
 	return out, err
+}
+
+// worthPinning reports whether w's collection is large enough for the
+// split to pay: it costs one more round trip to the backend, while the
+// backend's own scan costs about 13 µs per (small) document.
+func (p *pair) worthPinning(w *pinnedWrite) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), p.f.timeout)
+	defer cancel()
+	n, ok := p.f.ids.size(ctx, w.db, w.coll)
+	return !ok || n >= p.f.pinMin.Load()
 }
 
 // read relays a read; the waits of awaitData cursors are served by the

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	_ "modernc.org/sqlite" // the SQLite driver FerretDB itself uses
 )
@@ -34,22 +35,34 @@ import (
 // idIndexName suffixes the lookup index of a table.
 const idIndexName = "_capstan_id_lookup"
 
-// idIndexes ensures the lookup indexes of a data directory.
+// idIndexes ensures the lookup indexes of a data directory, and estimates
+// the size of the collections it indexed.
 type idIndexes struct {
 	dir string
 	log *slog.Logger
 
 	mu   sync.Mutex
-	done map[string]bool // database "\x00" collection: indexed
+	dbs  map[string]*sql.DB    // open SQLite handles, by database
+	done map[string]*collTable // database "\x00" collection: indexed
+}
+
+// collTable is what idIndexes knows of an indexed collection.
+type collTable struct {
+	table  string
+	rows   int64     // estimated documents
+	rowsAt time.Time // when rows was read
 }
 
 func newIDIndexes(dir string, log *slog.Logger) *idIndexes {
-	return &idIndexes{dir: dir, log: log, done: map[string]bool{}}
+	return &idIndexes{dir: dir, log: log, dbs: map[string]*sql.DB{}, done: map[string]*collTable{}}
 }
 
 // open returns a handle on the database's SQLite file, or nil if FerretDB
-// has not created it. The caller closes it.
+// has not created it; x.mu is held.
 func (x *idIndexes) open(db string) (*sql.DB, error) {
+	if h := x.dbs[db]; h != nil {
+		return h, nil
+	}
 	path := filepath.Join(x.dir, db+".sqlite")
 	if _, err := os.Stat(path); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -63,54 +76,91 @@ func (x *idIndexes) open(db string) (*sql.DB, error) {
 		return nil, err
 	}
 	h.SetMaxOpenConns(1)
+	x.dbs[db] = h
 	return h, nil
 }
 
 // ensure indexes db.coll's table if it exists and is not indexed yet.
 func (x *idIndexes) ensure(ctx context.Context, db, coll string) {
-	if db == "" || coll == "" || db == OplogDatabase || strings.ContainsAny(db, `/\`) {
-		return
-	}
-	key := db + "\x00" + coll
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.done[key] {
-		return
-	}
-	ok, err := x.index(ctx, db, coll)
-	if err != nil {
-		x.log.Warn("could not add the _id lookup index", "db", db, "collection", coll, "err", err)
-		return
-	}
-	if ok {
-		x.done[key] = true
-	}
+	x.ensureLocked(ctx, db, coll)
 }
 
-// index adds the lookup index to db.coll's table; ok is false when there
-// is no such table yet.
-func (x *idIndexes) index(ctx context.Context, db, coll string) (bool, error) {
+func (x *idIndexes) ensureLocked(ctx context.Context, db, coll string) *collTable {
+	if db == "" || coll == "" || db == OplogDatabase || strings.ContainsAny(db, `/\`) {
+		return nil
+	}
+	key := db + "\x00" + coll
+	if c := x.done[key]; c != nil {
+		return c
+	}
+	table, err := x.index(ctx, db, coll)
+	if err != nil {
+		x.log.Warn("could not add the _id lookup index", "db", db, "collection", coll, "err", err)
+		return nil
+	}
+	if table == "" {
+		return nil
+	}
+	c := &collTable{table: table}
+	x.done[key] = c
+	return c
+}
+
+// index adds the lookup index to db.coll's table and returns the table's
+// name, "" when there is no such table yet; x.mu is held.
+func (x *idIndexes) index(ctx context.Context, db, coll string) (string, error) {
 	h, err := x.open(db)
 	if err != nil || h == nil {
-		return false, err
+		return "", err
 	}
-	defer h.Close()
 	var table string
 	err = h.QueryRowContext(ctx, `SELECT table_name FROM "_ferretdb_collections" WHERE name = ?`, coll).Scan(&table)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return false, nil
+		return "", nil
 	case err != nil:
 		if strings.Contains(err.Error(), "no such table") {
-			return false, nil
+			return "", nil
 		}
-		return false, err
+		return "", err
 	}
 	q := `CREATE INDEX IF NOT EXISTS ` + sqlIdent(table+idIndexName) + ` ON ` + sqlIdent(table) + ` (_ferretdb_sjson->'$._id')`
 	if _, err := h.ExecContext(ctx, q); err != nil {
-		return false, err
+		return "", err
 	}
-	return true, nil
+	return table, nil
+}
+
+// sizeRefresh is how long an estimate of a collection's size is used.
+const sizeRefresh = time.Second
+
+// size estimates db.coll's documents (from the table's largest row id, so
+// an upper bound), read at most once per sizeRefresh; ok is false when it
+// is not known.
+func (x *idIndexes) size(ctx context.Context, db, coll string) (n int64, ok bool) {
+	if x == nil {
+		return 0, false
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	c := x.ensureLocked(ctx, db, coll)
+	if c == nil {
+		return 0, false
+	}
+	if time.Since(c.rowsAt) > sizeRefresh {
+		h, err := x.open(db)
+		if err != nil || h == nil {
+			return 0, false
+		}
+		var rows sql.NullInt64
+		if err := h.QueryRowContext(ctx, `SELECT max(rowid) FROM `+sqlIdent(c.table)).Scan(&rows); err != nil {
+			return 0, false
+		}
+		c.rows, c.rowsAt = rows.Int64, time.Now()
+	}
+	return c.rows, true
 }
 
 // ensureAll indexes every collection of every database in the directory.
@@ -137,11 +187,12 @@ func (x *idIndexes) ensureAll(ctx context.Context) error {
 
 // collections lists the collections FerretDB keeps in db's file.
 func (x *idIndexes) collections(ctx context.Context, db string) ([]string, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	h, err := x.open(db)
 	if err != nil || h == nil {
 		return nil, err
 	}
-	defer h.Close()
 	rows, err := h.QueryContext(ctx, `SELECT name FROM "_ferretdb_collections"`)
 	if err != nil {
 		if strings.Contains(err.Error(), "no such table") {
@@ -162,20 +213,26 @@ func (x *idIndexes) collections(ctx context.Context, db string) ([]string, error
 }
 
 // forget drops what is known of db's collections, all databases' if db is
-// empty: after a drop or rename a name may stand for another table.
+// empty: after a drop or rename a name may stand for another table, and a
+// dropped database's file is gone.
 func (x *idIndexes) forget(db string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if db == "" {
-		clear(x.done)
-		return
-	}
 	for k := range x.done {
-		if strings.HasPrefix(k, db+"\x00") {
+		if db == "" || strings.HasPrefix(k, db+"\x00") {
 			delete(x.done, k)
 		}
 	}
+	for name, h := range x.dbs {
+		if db == "" || name == db {
+			_ = h.Close()
+			delete(x.dbs, name)
+		}
+	}
 }
+
+// close closes the SQLite handles.
+func (x *idIndexes) close() { x.forget("") }
 
 // sqlIdent quotes a SQLite identifier.
 func sqlIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

@@ -25,6 +25,14 @@ func directClient(t testing.TB, s *Server) *mongo.Client {
 	return connect(t, "mongodb://"+strings.ReplaceAll(sock, "/", "%2F")+"/?directConnection=true")
 }
 
+// pinAlways makes the front split conditional writes in collections of
+// any size.
+func pinAlways(s *Server) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.run.front.pinMin.Store(0)
+}
+
 func pinnedCount(s *Server) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -135,6 +143,7 @@ func TestMatchFilterAgreesWithBackend(t *testing.T) {
 // the front splits them by _id.
 func TestPinnedWritesMatchTheBackend(t *testing.T) {
 	s := startServer(t)
+	pinAlways(s)
 	ctx := testCtx(t)
 	viaFront := connect(t, s.URI()).Database("p").Collection("c")
 	direct := directClient(t, s).Database("p").Collection("d")
@@ -237,6 +246,7 @@ func TestPinnedWritesMatchTheBackend(t *testing.T) {
 // the byte, for each command, with the statements in the body.
 func TestPinnedNoMatchReplies(t *testing.T) {
 	s := startServer(t)
+	pinAlways(s)
 	ctx := testCtx(t)
 	front, direct := connect(t, s.URI()).Database("rf"), directClient(t, s).Database("rd")
 	for _, db := range []*mongo.Database{front, direct} {
@@ -273,6 +283,7 @@ func TestPinnedNoMatchReplies(t *testing.T) {
 // each version is won once.
 func TestPinnedCompareAndSwapUnderContention(t *testing.T) {
 	s := startServer(t)
+	pinAlways(s)
 	ctx := testCtx(t)
 	coll := connect(t, s.URI()).Database("cas").Collection("c")
 	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "k"}, {Key: "v", Value: int64(0)}, {Key: "pad", Value: "p"}}); err != nil {
@@ -351,4 +362,39 @@ func docString(raw bson.Raw) string {
 		return ""
 	}
 	return raw.String()
+}
+
+// Small collections are left to the backend, whose scan of a few
+// documents costs less than the split's extra read; large ones are split.
+func TestPinnedOnlyLargeCollections(t *testing.T) {
+	s := startServer(t)
+	ctx := testCtx(t)
+	db := connect(t, s.URI()).Database("size")
+	small, large := db.Collection("small"), db.Collection("large")
+	docs := func(n int) []any {
+		out := make([]any, n)
+		for i := range out {
+			out[i] = bson.D{{Key: "_id", Value: fmt.Sprintf("k%04d", i)}, {Key: "v", Value: int32(0)}}
+		}
+		return out
+	}
+	if _, err := small.InsertMany(ctx, docs(3)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := large.InsertMany(ctx, docs(defaultPinMin*4)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		coll   *mongo.Collection
+		pinned bool
+	}{{small, false}, {large, true}} {
+		before := pinnedCount(s)
+		res, err := c.coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: "k0001"}, {Key: "v", Value: int32(0)}}, bson.D{{Key: "v", Value: int32(1)}})
+		if err != nil || res.MatchedCount != 1 {
+			t.Fatalf("%s: %v, matched %d", c.coll.Name(), err, res.MatchedCount)
+		}
+		if split := pinnedCount(s) > before; split != c.pinned {
+			t.Errorf("%s: split by _id = %v, want %v", c.coll.Name(), split, c.pinned)
+		}
+	}
 }

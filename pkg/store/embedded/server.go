@@ -541,6 +541,9 @@ func (s *Server) teardown(ctx context.Context, r *run) error {
 		if r.front != nil {
 			r.front.close()
 		}
+		if r.ids != nil {
+			r.ids.close()
+		}
 		if r.stopFerret != nil {
 			r.stopFerret()
 		}
