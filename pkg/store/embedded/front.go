@@ -41,6 +41,7 @@ type front struct {
 	tails *tails // awaitData cursors; see tail.go
 
 	pinned atomic.Int64 // conditional writes split by _id (pinned.go), for tests
+	served atomic.Int64 // oplog batches the front served (oplogtail.go), for tests
 	// pinMin is the estimated collection size from which conditional
 	// writes are split by _id (pinned.go); tests lower it.
 	pinMin atomic.Int64
@@ -367,6 +368,9 @@ func (p *pair) read(backend net.Conn, msg []byte, req request, responses <-chan 
 		switch req.command {
 		case "find":
 			if isTailableAwait(req.body) {
+				if from, ok := oplogTailQuery(req.body); ok && p.f.ids != nil {
+					return p.oplogFind(backend, msg, req, from, responses)
+				}
 				return p.tailFind(backend, msg, req, responses, clientGone)
 			}
 		case "getMore":

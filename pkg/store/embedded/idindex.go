@@ -88,7 +88,7 @@ func (x *idIndexes) ensure(ctx context.Context, db, coll string) {
 }
 
 func (x *idIndexes) ensureLocked(ctx context.Context, db, coll string) *collTable {
-	if db == "" || coll == "" || db == OplogDatabase || strings.ContainsAny(db, `/\`) {
+	if db == "" || coll == "" || (db == OplogDatabase && coll != OplogCollection) || strings.ContainsAny(db, `/\`) {
 		return nil
 	}
 	key := db + "\x00" + coll
@@ -172,6 +172,7 @@ func (x *idIndexes) ensureAll(ctx context.Context) error {
 	for _, f := range files {
 		db := strings.TrimSuffix(filepath.Base(f), ".sqlite")
 		if db == OplogDatabase {
+			x.ensure(ctx, db, OplogCollection) // read by _id when tailing (oplogtail.go)
 			continue
 		}
 		colls, err := x.collections(ctx, db)

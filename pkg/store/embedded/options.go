@@ -39,11 +39,12 @@ type Options struct {
 	// the oplog is created. Default DefaultOplogSize.
 	OplogSize int64
 	// OplogMaxEntries is the capped document count of local.oplog.rs, used
-	// when the oplog is created. Default DefaultOplogMaxEntries. Each read
-	// of the oplog (each getMore of a tailing cursor after a write) reads
-	// all its entries, about 10-50 µs each without the race detector, so
-	// the count bounds what tailing costs; it also bounds how far a tailer
-	// may fall behind before its position is trimmed away.
+	// when the oplog is created. Default DefaultOplogMaxEntries. It bounds
+	// how far a tailer may fall behind before its position is trimmed
+	// away, and what other reads of the oplog cost: FerretDB reads all its
+	// entries for them, about 10-50 µs each without the race detector. A
+	// tailer's own reads do not grow with it: the front serves them in
+	// proportion to the new entries (oplogtail.go).
 	OplogMaxEntries int64
 	// MaxConns limits concurrent client connections; connections beyond it
 	// are closed as soon as they are accepted. Default DefaultMaxConns.

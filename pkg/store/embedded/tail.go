@@ -54,10 +54,11 @@ type tails struct {
 
 // tailCursor is one tracked cursor; its fields are guarded by tails.mu.
 type tailCursor struct {
-	owner    *pair     // the connection that created it; the backend kills the cursor with it
-	orphaned time.Time // when owner closed; zero while it is open
-	seen     uint64    // tails.writes when the backend last looked
-	pending  bool      // the backend may hold results it has not returned
+	owner    *pair      // the connection that created it; the backend kills the cursor with it
+	orphaned time.Time  // when owner closed; zero while it is open
+	seen     uint64     // tails.writes when the backend last looked
+	pending  bool       // the backend may hold results it has not returned
+	oplog    *oplogTail // set when the front serves the cursor (oplogtail.go)
 }
 
 // orphanTTL is how long an orphaned cursor is remembered. The backend
@@ -109,6 +110,8 @@ func (t *tails) orphan(p *pair) {
 	woken := false
 	for id, c := range t.cursors {
 		switch {
+		case c.owner == p && c.oplog != nil:
+			delete(t.cursors, id) // the front's own: nothing in the backend to wait for
 		case c.owner == p:
 			c.owner, c.orphaned = nil, now
 			if !woken { // a getMore may be waiting on it already
@@ -254,6 +257,18 @@ func (p *pair) tailGetMore(backend net.Conn, msg []byte, req request, id int64, 
 		}
 		t.mu.Unlock()
 
+		if forward && c.oplog != nil {
+			out, done, err := p.oplogGetMore(backend, msg, id, c, batchSize, responses)
+			if err != nil || done {
+				return out, err
+			}
+			select {
+			case <-timer.C:
+				return [][]byte{emptyBatch(parseHeader(msg).requestID, id, req.body)}, nil
+			default:
+			}
+			continue // nothing new yet: wait for the next write
+		}
 		if forward {
 			t.forwarded.Add(1)
 			out, err := p.roundTrip(backend, fwd, req, responses, clientGone, 0)
