@@ -109,7 +109,43 @@ func Build(ctx context.Context, dir string) (Binaries, error) {
 			return Binaries{}, errs.Wrap(errs.Internal, err, "go build %s: %s", pkg, out)
 		}
 	}
+	if err := statSources(ctx, root, "./cmd/capstan", "./test/e2e/operator"); err != nil {
+		return Binaries{}, err
+	}
 	return b, nil
+}
+
+// statSources stats every Go file of the module's packages that pkgs are
+// built from, and go.mod and go.sum. go test caches a result by what the
+// test binary was built from and by the files the test itself touched; it
+// does not see what a go build child reads. The stats put those sources
+// among the suite's inputs, so that changing them reruns the suite rather
+// than replaying a result of the old code.
+func statSources(ctx context.Context, root string, pkgs ...string) error {
+	args := append([]string{"list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}"}, pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "go list the packages of the e2e binaries")
+	}
+	files := []string{filepath.Join(root, "go.mod"), filepath.Join(root, "go.sum")}
+	for _, dir := range strings.Fields(string(out)) {
+		if rel, err := filepath.Rel(root, dir); err != nil || strings.HasPrefix(rel, "..") {
+			continue // a dependency's module, pinned by go.sum
+		}
+		matches, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil {
+			return errs.Wrap(errs.Internal, err, "list %s", dir)
+		}
+		files = append(files, matches...)
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f); err != nil {
+			return errs.Wrap(errs.Internal, err, "stat %s", f)
+		}
+	}
+	return nil
 }
 
 // moduleRoot returns the directory of the module's go.mod.
