@@ -17,19 +17,25 @@ func servedCount(s *Server) int64 {
 	return s.run.front.served.Load()
 }
 
+// firstWrite inserts one document into tail.c through the front and
+// returns that collection and the oplog, on a client without a timeout.
+func firstWrite(t *testing.T, s *Server) (coll, oplog *mongo.Collection) {
+	t.Helper()
+	c := connect(t, s.URI(), noTimeout)
+	coll = c.Database("tail").Collection("c")
+	if _, err := coll.InsertOne(testCtx(t), bson.D{{Key: "_id", Value: "first"}}); err != nil {
+		t.Fatal(err)
+	}
+	return coll, c.Database(OplogDatabase).Collection(OplogCollection)
+}
+
 // A tailing cursor on the oplog, served by the front, returns exactly the
 // entries FerretDB holds from its position on, in order, as they are
 // written, and wakes on writes.
 func TestOplogTailServedByFront(t *testing.T) {
 	s := startServer(t)
 	ctx := testCtx(t)
-	c := connect(t, s.URI(), noTimeout)
-	coll := c.Database("tail").Collection("c")
-	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "first"}}); err != nil {
-		t.Fatal(err)
-	}
-	oplog := c.Database(OplogDatabase).Collection(OplogCollection)
-	var newest bson.Raw
+	coll, oplog := firstWrite(t, s)
 	newest, err := oplog.FindOne(ctx, bson.D{}, options.FindOne().SetSort(bson.D{{Key: "$natural", Value: -1}})).Raw()
 	if err != nil {
 		t.Fatal(err)
@@ -92,12 +98,7 @@ func TestOplogTailServedByFront(t *testing.T) {
 func TestOplogTailPositionLost(t *testing.T) {
 	s := startServer(t, func(o *Options) { o.OplogMaxEntries = 10; o.CleanupInterval = 50 * time.Millisecond })
 	ctx := testCtx(t)
-	c := connect(t, s.URI(), noTimeout)
-	coll := c.Database("tail").Collection("c")
-	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "first"}}); err != nil {
-		t.Fatal(err)
-	}
-	oplog := c.Database(OplogDatabase).Collection(OplogCollection)
+	coll, oplog := firstWrite(t, s)
 	cur, err := oplog.Find(ctx, bson.D{}, options.Find().SetCursorType(options.TailableAwait).SetBatchSize(1).SetMaxAwaitTime(time.Second))
 	if err != nil {
 		t.Fatal(err)
