@@ -14,10 +14,7 @@ import (
 // through the front and directly to FerretDB's socket.
 func BenchmarkFindOneAndUpdate(b *testing.B) {
 	s := startServer(b, func(o *Options) { o.CleanupInterval = -1 })
-	s.mu.Lock()
-	sock := s.run.sockPath
-	s.mu.Unlock()
-	direct := "mongodb://" + strings.ReplaceAll(sock, "/", "%2F") + "/?directConnection=true"
+	direct := directURI(s)
 	for _, bc := range []struct{ name, uri string }{{"front", s.URI()}, {"direct", direct}} {
 		b.Run(bc.name, func(b *testing.B) {
 			c := connect(b, bc.uri)
@@ -41,10 +38,7 @@ func BenchmarkFindOneAndUpdate(b *testing.B) {
 // BenchmarkFindOne is the same comparison for a read.
 func BenchmarkFindOne(b *testing.B) {
 	s := startServer(b, func(o *Options) { o.CleanupInterval = -1 })
-	s.mu.Lock()
-	sock := s.run.sockPath
-	s.mu.Unlock()
-	direct := "mongodb://" + strings.ReplaceAll(sock, "/", "%2F") + "/?directConnection=true"
+	direct := directURI(s)
 	for _, bc := range []struct{ name, uri string }{{"front", s.URI()}, {"direct", direct}} {
 		b.Run(bc.name, func(b *testing.B) {
 			c := connect(b, bc.uri)

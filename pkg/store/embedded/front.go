@@ -336,17 +336,17 @@ func (p *pair) dispatch(backend net.Conn, requests <-chan []byte, clientGone <-c
 // write relays a write; the caller holds the write lock. Conditional
 // writes of one document by _id are split (see pinned.go).
 func (p *pair) write(backend net.Conn, msg []byte, req request, responses <-chan []byte) ([][]byte, error) {
-	if w, ok := planPinned(msg, req); ok && p.worthPinning(w) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.f.timeout) // for the rare SQLite reads below
+	defer cancel()
+	if w, ok := planPinned(msg, req); ok && p.worthPinning(ctx, w) {
 		out, handled, err := p.pinnedRoundTrip(backend, msg, w, responses)
 		if handled || err != nil {
 			return out, err
 		}
 	}
 	out, err := p.roundTrip(backend, msg, req, responses, nil, p.f.timeout)
-	if err == nil && p.f.ids != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), p.f.timeout)
+	if err == nil {
 		p.f.ids.afterWrite(ctx, req)
-		cancel()
 	}
 	return out, err
 }
@@ -354,9 +354,7 @@ func (p *pair) write(backend net.Conn, msg []byte, req request, responses <-chan
 // worthPinning reports whether w's collection is large enough for the
 // split to pay: it costs one more round trip to the backend, while the
 // backend's own scan costs about 13 µs per (small) document.
-func (p *pair) worthPinning(w *pinnedWrite) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), p.f.timeout)
-	defer cancel()
+func (p *pair) worthPinning(ctx context.Context, w *pinnedWrite) bool {
 	n, ok := p.f.ids.size(ctx, w.db, w.coll)
 	return !ok || n >= p.f.pinMin.Load()
 }

@@ -188,38 +188,14 @@ const (
 func (p *pair) oplogEntries(backend net.Conn, refs []oplogRef, responses <-chan []byte) (docs []bsoncore.Document, missing bool, err error) {
 	docs = make([]bsoncore.Document, 0, len(refs))
 	for _, r := range refs {
-		find := encodeCommand(OplogDatabase, bsoncore.NewDocumentBuilder().
-			AppendString("find", OplogCollection).
-			AppendDocument("filter", bsoncore.NewDocumentBuilder().AppendObjectID("_id", r.id).Build()).
-			AppendInt64("limit", 1).
-			AppendBoolean("singleBatch", true).
-			Build())
-		replies, err := p.roundTrip(backend, find, request{command: "find"}, responses, nil, p.f.timeout)
-		if err != nil {
+		d, ok, err := p.readByID(backend, OplogDatabase, OplogCollection, bsoncore.Value{Type: bsoncore.TypeObjectID, Data: r.id[:]}, responses)
+		switch {
+		case err != nil:
 			return nil, false, err
-		}
-		if len(replies) != 1 {
-			return nil, false, oplogError("no reply to a read of the oplog")
-		}
-		body, ok := replyBody(replies[0])
-		if !ok {
-			return nil, false, oplogError("malformed reply to a read of the oplog")
-		}
-		batch, err := body.LookupErr("cursor", "firstBatch")
-		if err != nil {
-			return nil, false, oplogError("reading the oplog failed: " + body.String())
-		}
-		arr, _ := batch.ArrayOK()
-		vals, err := arr.Values()
-		if err != nil {
-			return nil, false, oplogError("malformed reply to a read of the oplog")
-		}
-		if len(vals) != 1 {
+		case !ok:
+			return nil, false, oplogError("a read of the oplog by _id failed")
+		case d == nil:
 			return nil, true, nil
-		}
-		d, ok := vals[0].DocumentOK()
-		if !ok {
-			return nil, false, oplogError("malformed reply to a read of the oplog")
 		}
 		docs = append(docs, d)
 	}

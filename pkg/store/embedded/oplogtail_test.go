@@ -11,11 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
-func servedCount(s *Server) int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.run.front.served.Load()
-}
+func servedCount(s *Server) int64 { return frontOf(s).served.Load() }
 
 // firstWrite inserts one document into tail.c through the front and
 // returns that collection and the oplog, on a client without a timeout.

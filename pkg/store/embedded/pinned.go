@@ -37,8 +37,10 @@ type pinnedWrite struct {
 	db, coll string
 	id       bsoncore.Value
 	filter   bsoncore.Document
-	// rewritten is the message with the filter reduced to {_id}.
-	rewritten []byte
+	// rewritten is the message with the filter reduced to {_id}, encoded
+	// only when the write is sent (rewrite).
+	rewritten msgParts
+	header    header
 	// noMatch is the body of the backend's reply when nothing matched.
 	noMatch bsoncore.Document
 }
@@ -156,7 +158,7 @@ func planPinned(msg []byte, req request) (*pinnedWrite, bool) {
 	if !ok2 {
 		return nil, false
 	}
-	w.rewritten = parts.encode(parseHeader(msg))
+	w.rewritten, w.header = parts, parseHeader(msg)
 	return w, true
 }
 
@@ -308,18 +310,44 @@ func replaceFieldValue(doc bsoncore.Document, key string, v bsoncore.Value) bson
 // rewritten write or answers that nothing matched. handled is false when
 // the front could not judge (the caller forwards the original message).
 func (p *pair) pinnedRoundTrip(backend net.Conn, msg []byte, w *pinnedWrite, responses <-chan []byte) (out [][]byte, handled bool, err error) {
-	find := encodeCommand(w.db, bsoncore.NewDocumentBuilder().
-		AppendString("find", w.coll).
-		AppendDocument("filter", idFilter(w.id)).
+	doc, ok, err := p.readByID(backend, w.db, w.coll, w.id, responses)
+	if err != nil {
+		return nil, true, err // the backend connection is lost
+	}
+	if !ok {
+		return nil, false, nil
+	}
+	v := missed
+	if doc != nil {
+		v = matchFilter(doc, w.filter, "_id")
+	}
+	switch v {
+	case matched:
+		p.f.pinned.Add(1)
+		out, err := p.roundTrip(backend, w.rewritten.encode(w.header), request{command: "write"}, responses, nil, p.f.timeout)
+		return out, true, err
+	case missed:
+		p.f.pinned.Add(1)
+		return [][]byte{encodeReply(parseHeader(msg).requestID, w.noMatch)}, true, nil
+	}
+	return nil, false, nil
+}
+
+// readByID reads the document of db.coll whose _id is id from the
+// backend, a lookup FerretDB pushes down to SQLite. doc is nil when there
+// is none; ok is false when the backend's reply is not a cursor of at most
+// one document (an error reply among them); err is a failure of the
+// backend connection, which ends the pair.
+func (p *pair) readByID(backend net.Conn, db, coll string, id bsoncore.Value, responses <-chan []byte) (doc bsoncore.Document, ok bool, err error) {
+	find := encodeCommand(db, bsoncore.NewDocumentBuilder().
+		AppendString("find", coll).
+		AppendDocument("filter", idFilter(id)).
 		AppendInt64("limit", 1).
 		AppendBoolean("singleBatch", true).
 		Build())
 	replies, err := p.roundTrip(backend, find, request{command: "find"}, responses, nil, p.f.timeout)
-	if err != nil {
-		return nil, true, err // the backend connection is lost
-	}
-	if len(replies) != 1 {
-		return nil, false, nil
+	if err != nil || len(replies) != 1 {
+		return nil, false, err
 	}
 	body, ok := replyBody(replies[0])
 	if !ok {
@@ -340,22 +368,9 @@ func (p *pair) pinnedRoundTrip(backend net.Conn, msg []byte, w *pinnedWrite, res
 	if err != nil || len(docs) > 1 {
 		return nil, false, nil
 	}
-	v := missed
-	if len(docs) == 1 {
-		doc, ok := docs[0].DocumentOK()
-		if !ok {
-			return nil, false, nil
-		}
-		v = matchFilter(doc, w.filter, "_id")
+	if len(docs) == 0 {
+		return nil, true, nil
 	}
-	switch v {
-	case matched:
-		p.f.pinned.Add(1)
-		out, err := p.roundTrip(backend, w.rewritten, request{command: "write"}, responses, nil, p.f.timeout)
-		return out, true, err
-	case missed:
-		p.f.pinned.Add(1)
-		return [][]byte{encodeReply(parseHeader(msg).requestID, w.noMatch)}, true, nil
-	}
-	return nil, false, nil
+	doc, ok = docs[0].DocumentOK()
+	return doc, ok, nil
 }

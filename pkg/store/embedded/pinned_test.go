@@ -16,28 +16,25 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 )
 
-// directClient connects to FerretDB's own socket, past the front.
-func directClient(t testing.TB, s *Server) *mongo.Client {
-	t.Helper()
+// directURI is the URI of FerretDB's own socket, past the front.
+func directURI(s *Server) string {
 	s.mu.Lock()
 	sock := s.run.sockPath
 	s.mu.Unlock()
-	return connect(t, "mongodb://"+strings.ReplaceAll(sock, "/", "%2F")+"/?directConnection=true")
+	return "mongodb://" + strings.ReplaceAll(sock, "/", "%2F") + "/?directConnection=true"
+}
+
+// directClient connects to FerretDB's own socket, past the front.
+func directClient(t testing.TB, s *Server) *mongo.Client {
+	t.Helper()
+	return connect(t, directURI(s))
 }
 
 // pinAlways makes the front split conditional writes in collections of
 // any size.
-func pinAlways(s *Server) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.run.front.pinMin.Store(0)
-}
+func pinAlways(s *Server) { frontOf(s).pinMin.Store(0) }
 
-func pinnedCount(s *Server) int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.run.front.pinned.Load()
-}
+func pinnedCount(s *Server) int64 { return frontOf(s).pinned.Load() }
 
 // matcherDocs are documents with the shapes the matcher meets and a few
 // it must refuse (arrays).
