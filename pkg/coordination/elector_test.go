@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/capstanhq/capstan/internal/runtimetest"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
@@ -61,7 +62,7 @@ func runElector(t testing.TB, e *Elector, onStarted func(context.Context)) *camp
 func (c *campaign) stop(t testing.TB) error {
 	t.Helper()
 	c.cancel()
-	err := recv(t, c.result, "Run to return")
+	err := runtimetest.Recv(t, c.result, "Run to return")
 	c.result <- err // for the cleanup
 	return err
 }
@@ -362,7 +363,7 @@ func TestElectorPausedLeader(t *testing.T) {
 		t.Fatal("a still considers itself leader after b took over")
 	}
 	ga.Resume()
-	err := recv(t, a.result, "a's Run to return")
+	err := runtimetest.Recv(t, a.result, "a's Run to return")
 	a.result <- err
 	if !errs.IsAborted(err) {
 		t.Fatalf("a's Run = %v, want Aborted", err)
@@ -404,7 +405,7 @@ func TestElectorCallbacks(t *testing.T) {
 	}
 	onStarted := make(chan context.Context, 1)
 	a := runElector(t, newElector(t, st, "a", callbacks("a")), func(ctx context.Context) { onStarted <- ctx })
-	aCtx := recv(t, onStarted, "a's onStarted")
+	aCtx := runtimetest.Recv(t, onStarted, "a's onStarted")
 	eventually(t, "a started", func() (bool, string) { return len(got()) == 2, fmt.Sprint(got()) })
 	if want := []string{"a:new:a", "a:started"}; fmt.Sprint(got()) != fmt.Sprint(want) {
 		t.Fatalf("events = %v, want %v", got(), want)
@@ -468,7 +469,7 @@ func TestElectorLostLease(t *testing.T) {
 	if err := st.Update(context.Background(), l); err != nil {
 		t.Fatal(err)
 	}
-	err := recv(t, a.result, "Run to return")
+	err := runtimetest.Recv(t, a.result, "Run to return")
 	a.result <- err
 	if !errs.IsAborted(err) {
 		t.Fatalf("Run = %v, want Aborted", err)
@@ -476,7 +477,7 @@ func TestElectorLostLease(t *testing.T) {
 	if leadCtx.Load().(context.Context).Err() == nil {
 		t.Fatal("the leading context is live after the lease was lost")
 	}
-	recv(t, stopped, "OnStoppedLeading")
+	runtimetest.Recv(t, stopped, "OnStoppedLeading")
 	if a.e.IsLeader() {
 		t.Fatal("still leader")
 	}
@@ -498,7 +499,7 @@ func TestElectorLostLease(t *testing.T) {
 	if err := st.Delete(context.Background(), &Lease{ObjectMeta: meta.ObjectMeta{Namespace: leaseKey.Namespace, Name: leaseKey.Name}}); err != nil {
 		t.Fatal(err)
 	}
-	err = recv(t, a2.result, "Run to return after the delete")
+	err = runtimetest.Recv(t, a2.result, "Run to return after the delete")
 	a2.result <- err
 	if !errs.IsAborted(err) {
 		t.Fatalf("Run = %v, want Aborted", err)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capstanhq/capstan/internal/runtimetest"
 	"github.com/capstanhq/capstan/pkg/controller"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/meta"
@@ -132,7 +133,7 @@ func TestFenceSharder(t *testing.T) {
 			staleResult <- writeItem(ctx, st, req, 99, FenceFrom(ctx))
 			return controller.Result{}, nil
 		})
-	recv(t, stalled, "r1 to reconcile")
+	runtimetest.Recv(t, stalled, "r1 to reconcile")
 	_, fences := itemN(t, st, key)
 	t1 := fences["Lease/"+testNS+"/items-shard-0"]
 
@@ -147,12 +148,12 @@ func TestFenceSharder(t *testing.T) {
 		return controller.Result{}, nil
 	})
 	g1.Pause() // r1's membership stalls: its member is reaped, r2 takes the shard
-	t2 := recv(t, wrote, "r2 to reconcile the key")
+	t2 := runtimetest.Recv(t, wrote, "r2 to reconcile the key")
 	if t2 <= t1 {
 		t.Fatalf("r2's token %d is not above r1's %d", t2, t1)
 	}
 	close(resume)
-	refused(t, recv(t, staleResult, "r1's stale write"))
+	refused(t, runtimetest.Recv(t, staleResult, "r1's stale write"))
 	if n, _ := itemN(t, st, key); n != 2 {
 		t.Fatalf("item = %d, want r2's 2", n)
 	}

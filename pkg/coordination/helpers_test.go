@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/capstanhq/capstan/internal/runtimetest"
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
 	"github.com/capstanhq/capstan/pkg/store/memory"
@@ -36,15 +37,7 @@ func newStore(t testing.TB) *memory.Store {
 	if err := AddToScheme(s); err != nil {
 		t.Fatal(err)
 	}
-	st := memory.New(s)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		if err := st.Close(ctx); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
-	return st
+	return runtimetest.Memory(t, s)
 }
 
 // checkLeaks fails the test if goroutines started after the call still run
@@ -75,18 +68,6 @@ func eventually(t testing.TB, what string, cond func() (bool, string)) {
 		}
 		time.Sleep(delay)
 		delay = min(delay*2, pollMax)
-	}
-}
-
-// recv receives from ch or fails the test after wait.
-func recv[T any](t testing.TB, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(wait):
-		t.Fatalf("timed out after %v waiting for %s", wait, what)
-		panic("unreachable")
 	}
 }
 
@@ -140,7 +121,7 @@ func newMembership(t testing.TB, st store.Store, group string) *process {
 		t.Fatal(err)
 	}
 	stop := run(t, m)
-	recv(t, m.Ready(), "membership ready")
+	runtimetest.Recv(t, m.Ready(), "membership ready")
 	return &process{m: m, stop: stop}
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capstanhq/capstan/internal/runtimetest"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/meta"
 	"github.com/capstanhq/capstan/pkg/store"
@@ -202,7 +203,7 @@ func TestLocksAcquireRespectsContext(t *testing.T) {
 	res := make(chan error, 1)
 	go func() { _, err := b.locks.Acquire(ctx2, "busy"); res <- err }()
 	cancel2()
-	if err := recv(t, res, "Acquire to return"); !errs.IsCanceled(err) {
+	if err := runtimetest.Recv(t, res, "Acquire to return"); !errs.IsCanceled(err) {
 		t.Fatalf("cancelled Acquire = %v, want Canceled", err)
 	}
 	b.locks.mu.Lock()
@@ -242,14 +243,14 @@ func TestLocksHolderMemberDeleted(t *testing.T) {
 		return len(b.locks.waiters) == 1, ""
 	})
 	deleteMember(t, st, a.m.Session().Name)
-	r := recv(t, got, "b to acquire")
+	r := runtimetest.Recv(t, got, "b to acquire")
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
 	if r.h.Token != h.Token+1 {
 		t.Fatalf("token %d after %d", r.h.Token, h.Token)
 	}
-	recv(t, h.Lost(), "a's hold to be lost")
+	runtimetest.Recv(t, h.Lost(), "a's hold to be lost")
 	if cause := context.Cause(h.Context()); !errs.IsAborted(cause) {
 		t.Fatalf("cause = %v", cause)
 	}
@@ -291,11 +292,11 @@ func TestLocksTTLTakeover(t *testing.T) {
 		got <- h
 	}()
 	ga.Pause() // a's member still renews (another store), its lock does not
-	bh := recv(t, got, "b to take the lock over")
+	bh := runtimetest.Recv(t, got, "b to take the lock over")
 	if bh == nil {
 		t.FailNow()
 	}
-	recv(t, h.Lost(), "a's hold to end")
+	runtimetest.Recv(t, h.Lost(), "a's hold to end")
 	if cause := context.Cause(h.Context()); !errs.IsDeadlineExceeded(cause) && !errs.IsAborted(cause) {
 		t.Fatalf("cause = %v", cause)
 	}
@@ -354,7 +355,7 @@ func TestLocksTakeoverSeenInCache(t *testing.T) {
 	if err := st.Update(context.Background(), l); err != nil {
 		t.Fatal(err)
 	}
-	recv(t, h.Lost(), "the hold to end")
+	runtimetest.Recv(t, h.Lost(), "the hold to end")
 	if err := h.Release(context.Background()); !errs.IsConflict(err) {
 		t.Fatalf("Release = %v, want Conflict", err)
 	}
@@ -405,7 +406,7 @@ func TestLocksTokenSurvivesDeletion(t *testing.T) {
 		t.Fatalf("token after deletion = %d, want > %d", h.Token, last)
 	}
 	del()
-	recv(t, h.Lost(), "the hold to end with its document")
+	runtimetest.Recv(t, h.Lost(), "the hold to end with its document")
 	if cause := context.Cause(h.Context()); !strings.Contains(cause.Error(), "deleted") {
 		t.Fatalf("cause = %v", cause)
 	}
@@ -423,7 +424,7 @@ func TestLocksHoldsEndWithTheSession(t *testing.T) {
 	if err := a.stop(); err != nil {
 		t.Fatal(err)
 	}
-	recv(t, h.Lost(), "the hold to end")
+	runtimetest.Recv(t, h.Lost(), "the hold to end")
 	if _, err := a.locks.Acquire(context.Background(), "other"); !errs.IsFailedPrecondition(err) {
 		t.Fatalf("Acquire after the membership stopped = %v, want FailedPrecondition", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capstanhq/capstan/internal/runtimetest"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/meta"
 )
@@ -151,7 +152,7 @@ func TestMembershipLive(t *testing.T) {
 	if err := ps[2].stop(); err != nil {
 		t.Fatal(err)
 	}
-	recv(t, changes, "a change")
+	runtimetest.Recv(t, changes, "a change")
 	want := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == left })
 	eventually(t, "the stopped member is gone", func() (bool, string) {
 		got := ps[0].m.Live()
@@ -222,7 +223,7 @@ func TestMembershipDeletedMemberStartsNewSession(t *testing.T) {
 	s1 := p.m.Session()
 	eventually(t, "the watcher sees p", func() (bool, string) { return slices.Contains(watcher.m.Live(), s1.Name), "" })
 	deleteMember(t, st, s1.Name)
-	recv(t, s1.Done(), "the session to end")
+	runtimetest.Recv(t, s1.Done(), "the session to end")
 	if err := s1.Err(); !errs.IsAborted(err) || !strings.Contains(err.Error(), "deleted") {
 		t.Fatalf("Err = %v, want Aborted saying it was deleted", err)
 	}
@@ -257,7 +258,7 @@ func TestMembershipPausedProcess(t *testing.T) {
 	eventually(t, "the reaper sees p", func() (bool, string) { return slices.Contains(reaper.m.Live(), s1.Name), "" })
 
 	g.Pause()
-	recv(t, s1.Done(), "the paused session to end")
+	runtimetest.Recv(t, s1.Done(), "the paused session to end")
 	if err := s1.Err(); !errs.IsAborted(err) || !strings.Contains(err.Error(), "not renewed") {
 		t.Fatalf("Err = %v, want Aborted saying it was not renewed", err)
 	}
@@ -309,7 +310,7 @@ func TestMembershipHold(t *testing.T) {
 	}
 	release()
 	release() // twice is harmless
-	if err := recv(t, stopped, "Start to return"); err != nil {
+	if err := runtimetest.Recv(t, stopped, "Start to return"); err != nil {
 		t.Fatal(err)
 	}
 	if getMember(t, st, s.Name) != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capstanhq/capstan/internal/runtimetest"
 	"github.com/capstanhq/capstan/pkg/controller"
 	"github.com/capstanhq/capstan/pkg/controller/handler"
 	"github.com/capstanhq/capstan/pkg/errs"
@@ -35,15 +36,7 @@ func newShardStore(t testing.TB) *memory.Store {
 		t.Fatal(err)
 	}
 	store.MustRegister[item](s, itemKind)
-	st := memory.New(s)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		if err := st.Close(ctx); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
-	return st
+	return runtimetest.Memory(t, s)
 }
 
 func createItems(t testing.TB, st store.Store, names ...string) []meta.Key {
@@ -187,7 +180,7 @@ func startReplica(t testing.TB, st store.Store, name string, o shardOpts, reconc
 		go func() { r.errs <- st.Start(ctx) }()
 	}
 	t.Cleanup(func() { r.stop(t) })
-	recv(t, m.Ready(), "membership of "+name)
+	runtimetest.Recv(t, m.Ready(), "membership of "+name)
 	return r
 }
 
@@ -196,7 +189,7 @@ func (r *replica) stop(t testing.TB) {
 	t.Helper()
 	r.cancel()
 	for ; r.n > 0; r.n-- {
-		if err := recv(t, r.errs, r.name+" to stop"); err != nil {
+		if err := runtimetest.Recv(t, r.errs, r.name+" to stop"); err != nil {
 			t.Errorf("%s: %v", r.name, err)
 		}
 	}
@@ -405,8 +398,8 @@ func TestSharderHandsOverAfterInFlight(t *testing.T) {
 		return controller.Result{}, nil
 	}
 	r1 := startReplica(t, st, "r1", o, blocking)
-	recv(t, entered, "first reconcile")
-	recv(t, entered, "second reconcile")
+	runtimetest.Recv(t, entered, "first reconcile")
+	runtimetest.Recv(t, entered, "second reconcile")
 
 	renewals := func(shard int) (int64, string) {
 		l := &Lease{}
@@ -479,7 +472,7 @@ func TestSharderHandsOverAfterInFlight(t *testing.T) {
 	gateMu.Lock()
 	close(gates[keys[staying]])
 	gateMu.Unlock()
-	recv(t, stopped, "r1 to stop")
+	runtimetest.Recv(t, stopped, "r1 to stop")
 	if getMember(t, st, r1Name) != nil {
 		t.Fatal("r1's member outlived it")
 	}
@@ -499,7 +492,7 @@ func TestSharderSessionLoss(t *testing.T) {
 	checkSplit(t, st, o.shards, r1, r2)
 	old := r1.m.Session()
 	deleteMember(t, st, old.Name)
-	recv(t, old.Done(), "r1's session to end")
+	runtimetest.Recv(t, old.Done(), "r1's session to end")
 	eventually(t, "r1 back under a new name", func() (bool, string) {
 		s := r1.m.Session()
 		return s != nil && s.Name != old.Name && s.Err() == nil && !done(s.Done()), ""
@@ -538,7 +531,7 @@ func TestSharderDropsLeasesOfAnEndedSession(t *testing.T) {
 		t.Fatalf("held %v under the first session", got)
 	}
 	deleteMember(t, st, s1.Name)
-	recv(t, s1.Done(), "the first session to end")
+	runtimetest.Recv(t, s1.Done(), "the first session to end")
 	s2, err := p.m.WaitSession(ctx)
 	if err != nil {
 		t.Fatal(err)
