@@ -24,6 +24,14 @@
 // cursor is a plain tailable one, and a getMore reaches the backend, for one
 // read, only when a write has completed since the backend last looked or
 // the cursor still holds results (see tail.go). Idle tailers cost nothing.
+// Tailing cursors on the oplog it serves entirely (oplogtail.go).
+//
+// FerretDB also reads whole collections for any filter but {_id}, so the
+// front adds an SQLite index on the expression its _id lookups use
+// (idindex.go), splits compare-and-swap writes into a read by _id and a
+// write by _id (pinned.go), and reads documents by _id and oplog entries
+// from SQLite itself, converting FerretDB's stored form to BSON (sjson.go).
+// All of it rests on FerretDB 1.24's SQLite layout, which the tests check.
 //
 // A Server is started with Start, stopped with Stop, and restarts on the
 // same data directory and port. Drivers connect to URI.

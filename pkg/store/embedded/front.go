@@ -42,6 +42,9 @@ type front struct {
 
 	pinned atomic.Int64 // conditional writes split by _id (pinned.go), for tests
 	served atomic.Int64 // oplog batches the front served (oplogtail.go), for tests
+	// readsFromSQLite counts reads by _id answered from SQLite
+	// (idIndexes.storedByID), for tests.
+	readsFromSQLite atomic.Int64
 	// pinMin is the estimated collection size from which conditional
 	// writes are split by _id (pinned.go); tests lower it.
 	pinMin atomic.Int64

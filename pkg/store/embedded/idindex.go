@@ -3,6 +3,8 @@ package embedded
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/url"
@@ -12,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 	_ "modernc.org/sqlite" // the SQLite driver FerretDB itself uses
 )
 
@@ -161,6 +164,67 @@ func (x *idIndexes) size(ctx context.Context, db, coll string) (n int64, ok bool
 		c.rows, c.rowsAt = rows.Int64, time.Now()
 	}
 	return c.rows, true
+}
+
+// storedByID reads the document of db.coll whose _id is id straight from
+// SQLite, through the lookup index, and converts it (sjson.go). It answers
+// for the _id types FerretDB itself looks up in SQLite, strings and
+// ObjectIDs (both stored as JSON strings, so the row whose _id has id's
+// type is the one). doc is nil when there is none; ok is false when it
+// cannot answer (another _id type, a table it does not know, a row it
+// cannot convert), and the caller asks FerretDB.
+func (x *idIndexes) storedByID(ctx context.Context, db, coll string, id bsoncore.Value) (doc bsoncore.Document, ok bool) {
+	if x == nil {
+		return nil, false
+	}
+	var key string
+	switch id.Type {
+	case bsoncore.TypeString:
+		key = id.StringValue()
+	case bsoncore.TypeObjectID:
+		oid := id.ObjectID()
+		key = hex.EncodeToString(oid[:])
+	default:
+		return nil, false
+	}
+	arg, err := json.Marshal(key) // as FerretDB's own lookup writes it
+	if err != nil {
+		return nil, false
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	c := x.ensureLocked(ctx, db, coll)
+	if c == nil {
+		return nil, false
+	}
+	h, err := x.open(db)
+	if err != nil || h == nil {
+		return nil, false
+	}
+	rows, err := h.QueryContext(ctx, `SELECT _ferretdb_sjson FROM `+sqlIdent(c.table)+` WHERE _ferretdb_sjson->'$._id' = ?`, string(arg))
+	if err != nil {
+		x.log.Debug("reading by _id from SQLite failed", "db", db, "collection", coll, "err", err)
+		return nil, false
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var stored []byte
+		if err := rows.Scan(&stored); err != nil {
+			return nil, false
+		}
+		d, err := sjsonToBSON(stored)
+		if err != nil {
+			x.log.Debug("a stored document could not be converted", "db", db, "collection", coll, "err", err)
+			return nil, false
+		}
+		if got, err := d.LookupErr("_id"); err == nil && got.Equal(id) {
+			doc = d
+		}
+	}
+	if rows.Err() != nil {
+		return nil, false
+	}
+	return doc, true
 }
 
 // ensureAll indexes every collection of every database in the directory.

@@ -23,9 +23,9 @@ import (
 // query a tailer sends (a filter on ts alone, $gte or $gt, or none; no
 // projection, sort, skip or limit). It finds the entries after its
 // position in SQLite by record id, which the oplog's table is keyed by,
-// reading only their _id and ts; it fetches each entry from FerretDB by
-// _id, which the lookup index (idindex.go) makes one index probe. A read
-// then costs in proportion to the new entries. Waits are served as for
+// and converts each stored entry to BSON itself (sjson.go), asking
+// FerretDB for an entry by _id (one probe of the lookup index, idindex.go)
+// only if it cannot. A read then costs in proportion to the new entries. Waits are served as for
 // other tailing cursors (tail.go). When the entry a cursor stood on has
 // been trimmed away, its next getMore fails with CappedPositionLost, as
 // MongoDB's would.
@@ -43,6 +43,7 @@ type oplogTail struct {
 type oplogRef struct {
 	record int64
 	id     [12]byte // the entry's ObjectID
+	stored []byte   // the entry as FerretDB stores it (SJSON)
 }
 
 // oplogTailQuery recognizes a tailer's find on the oplog and returns the
@@ -114,7 +115,7 @@ func (x *idIndexes) oplogRefs(ctx context.Context, after int64, from uint64, lim
 	if err != nil {
 		return nil, err
 	}
-	q := `SELECT _ferretdb_record_id, _ferretdb_sjson->>'$._id' FROM ` + sqlIdent(table) + ` WHERE _ferretdb_record_id > ?`
+	q := `SELECT _ferretdb_record_id, _ferretdb_sjson->>'$._id', _ferretdb_sjson FROM ` + sqlIdent(table) + ` WHERE _ferretdb_record_id > ?`
 	args := []any{after}
 	if from > 0 {
 		q += ` AND CAST(_ferretdb_sjson->>'$.ts' AS INTEGER) >= ?`
@@ -131,7 +132,7 @@ func (x *idIndexes) oplogRefs(ctx context.Context, after int64, from uint64, lim
 	for rows.Next() {
 		var r oplogRef
 		var id string
-		if err := rows.Scan(&r.record, &id); err != nil {
+		if err := rows.Scan(&r.record, &id, &r.stored); err != nil {
 			return nil, err
 		}
 		if b, err := hex.DecodeString(id); err != nil || len(b) != 12 {
@@ -182,12 +183,22 @@ const (
 	errBadOplogID   = oplogError("an oplog entry has no ObjectID _id")
 )
 
-// oplogEntries fetches the entries refs names from the backend, by _id.
-// missing is set when one of them was trimmed meanwhile: the cursor's
-// position is then lost, never silently skipped over.
+// oplogEntries returns the entries refs names: converted from what SQLite
+// returned, or else fetched from the backend by _id. missing is set when
+// one of those fetched was trimmed meanwhile: the cursor's position is
+// then lost, never silently skipped over.
 func (p *pair) oplogEntries(backend net.Conn, refs []oplogRef, responses <-chan []byte) (docs []bsoncore.Document, missing bool, err error) {
 	docs = make([]bsoncore.Document, 0, len(refs))
 	for _, r := range refs {
+		d, cerr := sjsonToBSON(r.stored)
+		if cerr == nil {
+			if oid, ok := d.Lookup("_id").ObjectIDOK(); ok && oid == r.id {
+				docs = append(docs, d)
+				continue
+			}
+			cerr = errBadOplogID
+		}
+		p.f.log.Debug("reading an oplog entry through FerretDB", "err", cerr)
 		d, ok, err := p.readByID(backend, OplogDatabase, OplogCollection, bsoncore.Value{Type: bsoncore.TypeObjectID, Data: r.id[:]}, responses)
 		switch {
 		case err != nil:

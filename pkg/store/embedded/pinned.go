@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"context"
 	"encoding/binary"
 	"net"
 
@@ -18,7 +19,8 @@ import (
 //
 // Writes run one at a time through the front, so while it holds the write
 // lock the front can split such a write in two: it reads the document by
-// _id (pushed down to SQLite) and checks the rest of the filter itself
+// _id (from SQLite through the lookup index, converting it itself, or
+// else from FerretDB) and checks the rest of the filter itself
 // (matchFilter); then it forwards the write with its filter reduced to
 // {_id}, or answers "nothing matched" as the backend would. No other write
 // can come between the read and the write. Writes the front cannot judge
@@ -26,10 +28,11 @@ import (
 // collations, unacknowledged writes) are forwarded unchanged.
 
 // defaultPinMin is the estimated collection size from which the front
-// splits conditional writes: below it, the backend's scan is cheaper than
-// the extra read (measured break-even: about 10 documents of 600 bytes,
-// 20 of 200 bytes).
-const defaultPinMin = 10
+// splits conditional writes: below it, the backend's scan is as cheap as
+// the extra read (BenchmarkCompareAndSwap, documents shaped like the
+// resource store's: even at 2 to 5 documents, 0.4 ms saved at 10, 1 ms at
+// 20, 48 ms at 1000).
+const defaultPinMin = 4
 
 // pinnedWrite is a single-document conditional write that the front can
 // run as a read by _id and a write by _id.
@@ -333,12 +336,20 @@ func (p *pair) pinnedRoundTrip(backend net.Conn, msg []byte, w *pinnedWrite, res
 	return nil, false, nil
 }
 
-// readByID reads the document of db.coll whose _id is id from the
-// backend, a lookup FerretDB pushes down to SQLite. doc is nil when there
-// is none; ok is false when the backend's reply is not a cursor of at most
-// one document (an error reply among them); err is a failure of the
-// backend connection, which ends the pair.
+// readByID reads the document of db.coll whose _id is id: from SQLite
+// when it can (idIndexes.storedByID), else from the backend, a lookup
+// FerretDB pushes down to SQLite for strings and ObjectIDs. doc is nil
+// when there is none; ok is false when the backend's reply is not a cursor
+// of at most one document (an error reply among them); err is a failure of
+// the backend connection, which ends the pair.
 func (p *pair) readByID(backend net.Conn, db, coll string, id bsoncore.Value, responses <-chan []byte) (doc bsoncore.Document, ok bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.f.timeout)
+	doc, ok = p.f.ids.storedByID(ctx, db, coll, id)
+	cancel()
+	if ok {
+		p.f.readsFromSQLite.Add(1)
+		return doc, true, nil
+	}
 	find := encodeCommand(db, bsoncore.NewDocumentBuilder().
 		AppendString("find", coll).
 		AppendDocument("filter", idFilter(id)).

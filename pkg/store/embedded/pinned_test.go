@@ -213,6 +213,7 @@ func TestPinnedWritesMatchTheBackend(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	readsBefore := frontOf(s).readsFromSQLite.Load()
 	for _, op := range ops {
 		before := pinnedCount(s)
 		got, want := op.run(viaFront), op.run(direct)
@@ -236,6 +237,9 @@ func TestPinnedWritesMatchTheBackend(t *testing.T) {
 	}
 	if a, b := all(viaFront), all(direct); a != b {
 		t.Fatalf("stored through the front %s, straight %s", a, b)
+	}
+	if frontOf(s).readsFromSQLite.Load() == readsBefore {
+		t.Fatal("no pinned write read its document from SQLite")
 	}
 }
 
