@@ -28,7 +28,8 @@ type LocksConfig struct {
 	Namespace string
 	// Logger receives lock transitions.
 	Logger logr.Logger
-	// Metrics, if set, records wait and hold times.
+	// Metrics, if set, records wait and hold times and the Acquire calls
+	// waiting.
 	Metrics *Metrics
 }
 
@@ -217,7 +218,10 @@ func (l *Locks) Acquire(ctx context.Context, name string, opts ...LockOption) (*
 		if err != nil { // lost a race: look again soon, the cache will catch up
 			retryIn = 5 * time.Millisecond
 		}
-		if !waitWake(ctx, wake, retryIn) {
+		l.cfg.Metrics.waiting(key, 1)
+		woken := waitWake(ctx, wake, retryIn)
+		l.cfg.Metrics.waiting(key, -1)
+		if !woken {
 			return nil, errs.Wrap(errs.CodeOf(ctx.Err()), ctx.Err(), "waiting for lock %s", key)
 		}
 	}

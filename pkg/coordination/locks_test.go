@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/capstanhq/capstan/internal/runtimetest"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/meta"
@@ -430,5 +433,75 @@ func TestLocksHoldsEndWithTheSession(t *testing.T) {
 	}
 	if err := h.Release(context.Background()); !errs.IsConflict(err) {
 		t.Fatalf("Release = %v, want Conflict", err)
+	}
+}
+
+// Lock metrics: the waiters gauge counts an Acquire while it is blocked,
+// the wait histogram records its wait, the hold histogram a hold at
+// release.
+func TestLocksMetrics(t *testing.T) {
+	checkLeaks(t)
+	st := newStore(t)
+	a := newLockProcess(t, st, st)
+	reg := prometheus.NewRegistry()
+	p := newMembership(t, st, defaultGroup)
+	l, err := NewLocks(LocksConfig{Store: st, Membership: p.m, Metrics: NewMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer run(t, l)()
+	eventually(t, "lock cache synced", func() (bool, string) { return l.informer.HasSynced(), "" })
+	ctx := context.Background()
+	h, err := a.locks.Acquire(ctx, "metered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := meta.Key{Namespace: testNS, Name: "metered"}.String()
+	waiters := l.cfg.Metrics.lockWaiters.WithLabelValues(key)
+	got := make(chan *Held, 1)
+	start := time.Now()
+	go func() {
+		h, err := l.Acquire(ctx, "metered")
+		if err != nil {
+			t.Error(err)
+		}
+		got <- h
+	}()
+	eventually(t, "one waiter", func() (bool, string) { v := testutil.ToFloat64(waiters); return v == 1, fmt.Sprint(v) })
+	time.Sleep(20 * time.Millisecond)
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h2 := runtimetest.Recv(t, got, "the waiter to acquire")
+	waited := time.Since(start)
+	if v := testutil.ToFloat64(waiters); v != 0 {
+		t.Fatalf("waiters = %v after the waiter acquired", v)
+	}
+	if err := h2.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	histogram := func(name string) (uint64, float64) {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				for _, m := range mf.GetMetric() {
+					if m.GetLabel()[0].GetValue() == key {
+						return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+					}
+				}
+			}
+		}
+		t.Fatalf("no %s for %s", name, key)
+		return 0, 0
+	}
+	if n, sum := histogram("capstan_lock_wait_seconds"); n != 1 || sum < 0.02 || sum > waited.Seconds() {
+		t.Fatalf("wait histogram: %d samples summing to %vs, want 1 of 0.02s..%v", n, sum, waited.Seconds())
+	}
+	if n, _ := histogram("capstan_lock_hold_seconds"); n != 1 {
+		t.Fatalf("hold histogram: %d samples, want 1", n)
 	}
 }

@@ -15,6 +15,7 @@ type Metrics struct {
 	transitions *prometheus.CounterVec
 	lockWait    *prometheus.HistogramVec
 	lockHold    *prometheus.HistogramVec
+	lockWaiters *prometheus.GaugeVec
 	shards      *prometheus.GaugeVec
 	members     prometheus.Gauge
 }
@@ -31,13 +32,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time from Acquire to holding the lock", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}, []string{"lock"}),
 		lockHold: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "capstan_lock_hold_seconds",
 			Help: "Time a lock was held", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}, []string{"lock"}),
+		lockWaiters: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "capstan_lock_waiters",
+			Help: "Acquire calls of this process blocked on a lock someone else holds"}, []string{"lock"}),
 		shards: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "capstan_shards_owned",
 			Help: "Shards of a sharded controller this process holds"}, []string{"controller"}),
 		members: prometheus.NewGauge(prometheus.GaugeOpts{Name: "capstan_members_live",
 			Help: "Live members this process observes in its group"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.leader, m.transitions, m.lockWait, m.lockHold, m.shards, m.members)
+		reg.MustRegister(m.leader, m.transitions, m.lockWait, m.lockHold, m.lockWaiters, m.shards, m.members)
 	}
 	return m
 }
@@ -68,6 +71,12 @@ func (m *Metrics) waited(lock meta.Key, seconds float64) {
 func (m *Metrics) held(lock meta.Key, seconds float64) {
 	if m != nil {
 		m.lockHold.WithLabelValues(lock.String()).Observe(seconds)
+	}
+}
+
+func (m *Metrics) waiting(lock meta.Key, delta float64) {
+	if m != nil {
+		m.lockWaiters.WithLabelValues(lock.String()).Add(delta)
 	}
 }
 

@@ -5,9 +5,9 @@
 //   - Lock acquire+release uncontended (latency and throughput) and with 8
 //     contenders (each its own Membership and Locks): acquisitions per
 //     second and the wait p50/p99;
-//   - hand-over: the holder reads its work item (its critical section) and
-//     releases at t0, the Acquire waiting in another Locks instance
-//     returns at t1; next to it the watch latency (start of
+//   - hand-over: once the Acquire in another Locks instance is blocked,
+//     the holder reads its work item (its critical section) and releases
+//     at t0; the waiting Acquire returns at t1; next to it the watch latency (start of
 //     a write → the informer's event), so that the target "2 round trips +
 //     watch latency" can be judged;
 //   - failover of the Elector: the leader's Run context is cancelled
@@ -44,6 +44,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -283,8 +284,31 @@ func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds())
 type proc struct {
 	m      *coordination.Membership
 	l      *coordination.Locks
+	reg    *prometheus.Registry // of its lock metrics
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+// waiters returns the Acquire calls of p blocked on lock name.
+func (p *proc) waiters(name string) (float64, error) {
+	mfs, err := p.reg.Gather()
+	if err != nil {
+		return 0, err
+	}
+	key := meta.Key{Namespace: ns, Name: name}.String()
+	for _, mf := range mfs {
+		if mf.GetName() != "capstan_lock_waiters" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "lock" && l.GetValue() == key {
+					return m.GetGauge().GetValue(), nil
+				}
+			}
+		}
+	}
+	return 0, nil
 }
 
 func startProc(ctx context.Context, st store.Store) (*proc, error) {
@@ -292,12 +316,13 @@ func startProc(ctx context.Context, st store.Store) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := coordination.NewLocks(coordination.LocksConfig{Store: st, Membership: m})
+	reg := prometheus.NewRegistry()
+	l, err := coordination.NewLocks(coordination.LocksConfig{Store: st, Membership: m, Metrics: coordination.NewMetrics(reg)})
 	if err != nil {
 		return nil, err
 	}
 	cctx, cancel := context.WithCancel(ctx)
-	p := &proc{m: m, l: l, cancel: cancel}
+	p := &proc{m: m, l: l, reg: reg, cancel: cancel}
 	for _, s := range []interface{ Start(context.Context) error }{m, l} {
 		p.wg.Add(1)
 		go func() { defer p.wg.Done(); _ = s.Start(cctx) }()
@@ -376,13 +401,14 @@ func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (
 	res.pair, res.acq, res.rel, res.unit = median(pairs), median(acqs), median(rels), median(units)
 	res.pairOps = float64(c.pairs) / total.Seconds()
 
-	// Hand-over: the holder alternates between a and b. The holder's
-	// last call before releasing is a read of its work item, its critical
-	// section: on this VM a process that has been idle for the 100 ms the
-	// waiter gets to wait pays up to a millisecond more for its next
-	// request (the vCPUs sleep), which the unit, measured back to back,
-	// does not pay. A read leaves no oplog entry, so no watch work runs
-	// beside the release either.
+	// Hand-over: the holder alternates between a and b. The holder
+	// releases as soon as the waiter's Acquire is blocked (its
+	// capstan_lock_waiters gauge shows it), right after reading its work
+	// item (its critical section). Both processes are thus as busy as
+	// when the unit is measured, back to back: on this VM a process idle
+	// for 100 ms pays up to a millisecond more for its next request (the
+	// vCPUs sleep), and so would a hand-over after a pause. A read leaves
+	// no oplog entry, so no watch work runs beside the release either.
 	name = fmt.Sprintf("handover-%d", round)
 	holder, waiter := a, b
 	h, err := holder.l.Acquire(ctx, name)
@@ -407,7 +433,19 @@ func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (
 			}
 			got <- nh
 		}()
-		time.Sleep(100 * time.Millisecond) // the waiter is waiting
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			n, err := waiter.waiters(name)
+			if err != nil {
+				return res, err
+			}
+			if n == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return res, errors.New("the waiter did not block within 30s")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
 		if err := st.Get(ctx, work.Key(), work); err != nil {
 			return res, err
 		}
