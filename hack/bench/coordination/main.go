@@ -7,8 +7,9 @@
 //     second and the wait p50/p99;
 //   - hand-over: once the Acquire in another Locks instance is blocked,
 //     the holder reads its work item (its critical section) and releases
-//     at t0; the waiting Acquire returns at t1; next to it the watch latency (start of
-//     a write → the informer's event), so that the target "2 round trips +
+//     at t0; the waiting Acquire returns at t1. Its unit is a raw round
+//     trip before each hand-over; next to it the watch latency (start of a
+//     write → the informer's event), so that the target "2 round trips +
 //     watch latency" can be judged;
 //   - failover of the Elector: the leader's Run context is cancelled
 //     without releasing the lease (like kill -9), timed until the
@@ -24,7 +25,8 @@
 //
 //	RESULT lock_roundtrips=… handover_roundtrips=… failover_s=… sharded_speedup_3=…
 //
-// Round trips are measured time / one findOneAndUpdate round trip;
+// Round trips are measured time / one findOneAndUpdate round trip
+// measured beside it (per round; the medians of the rounds' ratios);
 // failover_s is with the short durations; sharded_speedup_3 is the time
 // with 1 replica over the time with 3. Never build it with -race.
 //
@@ -168,7 +170,7 @@ func run(c config) error {
 
 	// Locks: raw round trip, uncontended pairs, hand-over and watch
 	// latency, per round; contention per round.
-	var rawMs, writeMs, rawBusyMs, writeBusyMs, unitMs, acqMs, relMs, pairMs, pairOps, handMs, watchMs, contOps, contP50, contP99 []float64
+	var rawMs, writeMs, rawBusyMs, writeBusyMs, unitMs, acqMs, relMs, pairMs, pairOps, handMs, handUnitMs, watchMs, contOps, contP50, contP99 []float64
 	for r := range c.rounds {
 		lr, err := lockRound(ctx, st, c, r)
 		if err != nil {
@@ -184,22 +186,25 @@ func run(c config) error {
 		pairMs = append(pairMs, lr.pair)
 		pairOps = append(pairOps, lr.pairOps)
 		handMs = append(handMs, lr.hand)
+		handUnitMs = append(handUnitMs, lr.handUnit)
 		watchMs = append(watchMs, lr.watch)
 		contOps = append(contOps, lr.contOps)
 		contP50 = append(contP50, lr.contP50)
 		contP99 = append(contP99, lr.contP99)
-		fmt.Fprintf(os.Stderr, "round %d: raw %.3f ms (idle) %.3f ms (side by side), pair %.3f ms, hand-over %.3f ms, watch %.3f ms, %d contenders %.0f/s\n",
-			r+1, lr.raw, lr.unit, lr.pair, lr.hand, lr.watch, c.contenders, lr.contOps)
+		fmt.Fprintf(os.Stderr, "round %d: raw %.3f ms (idle) %.3f / %.3f ms (beside pairs / hand-overs), pair %.3f ms, hand-over %.3f ms, watch %.3f ms, %d contenders %.0f/s\n",
+			r+1, lr.raw, lr.unit, lr.handUnit, lr.pair, lr.hand, lr.watch, c.contenders, lr.contOps)
 	}
-	raw, unit := median(rawMs), median(unitMs)
+	raw, unit, handUnit := median(rawMs), median(unitMs), median(handUnitMs)
 	// Ratios per round (each against its own round's unit), then medians.
 	// The unit is the raw round trip measured side by side with the lock
-	// pairs, under the same server load (the lock processes' watches).
-	var lockRTs, lockIdleRTs, handRTs []float64
+	// pairs, or with the hand-overs, under the same server load (the lock
+	// processes' watches).
+	var lockRTs, lockIdleRTs, handRTs, handTargets []float64
 	for i := range unitMs {
 		lockRTs = append(lockRTs, pairMs[i]/unitMs[i])
 		lockIdleRTs = append(lockIdleRTs, pairMs[i]/rawMs[i])
-		handRTs = append(handRTs, handMs[i]/unitMs[i])
+		handRTs = append(handRTs, handMs[i]/handUnitMs[i])
+		handTargets = append(handTargets, 2+watchMs[i]/handUnitMs[i])
 	}
 	lockRT := median(lockRTs)
 	handRT := median(handRTs)
@@ -217,10 +222,11 @@ func run(c config) error {
 		fmt.Sprintf("each its own Membership+Locks, one lock, %v", c.contendFor))
 	add(fmt.Sprintf("lock wait p50 / p99, %d contenders", c.contenders), ms(median(contP50))+" / "+ms(median(contP99)), "Acquire call → return")
 	add("watch latency (write start → informer event)", ms(watch), fmt.Sprintf("median of %d; includes the write (≈1 RT)", c.watchN))
-	lag := watch - unit
+	add("raw findOneAndUpdate between the hand-overs", ms(handUnit), "the hand-overs' unit (RT): one before each, same load")
+	lag := watch - handUnit
 	add("hand-over (release start → waiter's Acquire returns)", ms(median(handMs)),
-		fmt.Sprintf("%.2f RT (median of the rounds' ratios); target 2 RT + watch latency = %.2f RT = %s; stricter, with the watch's own write taken out: %.2f RT = %s",
-			handRT, 2+watch/unit, ms(2*unit+watch), 2+lag/unit, ms(2*unit+lag)))
+		fmt.Sprintf("%.2f RT (median of the rounds' ratios); target 2 RT + watch latency = %.2f RT (median of the rounds') = %s; stricter, with the watch's own write taken out: %.2f RT = %s",
+			handRT, median(handTargets), ms(2*handUnit+watch), 2+lag/handUnit, ms(2*handUnit+lag)))
 
 	// Failover.
 	fo, foDefault, err := failover(ctx, st, c)
@@ -261,6 +267,7 @@ func run(c config) error {
 	fmt.Printf("embedded server on 127.0.0.1; sharding on the memory store, %d shards, %v work per reconcile, 1 worker per replica; %d round(s)\n",
 		c.shards, c.work, c.rounds)
 	fmt.Printf("load average at start: %s; at end: %s; wall time %.0f s\n", loadStart, loadavg(), time.Since(began).Seconds())
+	fmt.Printf("handover target (2 RT + watch latency, in RT): %.2f\n", median(handTargets))
 	fmt.Printf("RESULT lock_roundtrips=%.2f handover_roundtrips=%.2f failover_s=%.2f sharded_speedup_3=%.2f\n", lockRT, handRT, failS, speedup)
 	return nil
 }
@@ -339,7 +346,7 @@ func startProc(ctx context.Context, st store.Store) (*proc, error) {
 func (p *proc) stop() { p.cancel(); p.wg.Wait() }
 
 type lockResult struct {
-	raw, write, rawBusy, writeBusy, unit, acq, rel, pair, pairOps, hand, watch, contOps, contP50, contP99 float64
+	raw, write, rawBusy, writeBusy, unit, acq, rel, pair, pairOps, hand, handUnit, watch, contOps, contP50, contP99 float64
 }
 
 func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (lockResult, error) {
@@ -419,8 +426,14 @@ func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (
 	if err := st.Create(ctx, work); err != nil {
 		return res, err
 	}
-	var hand []float64
+	var hand, handUnits []float64
 	for i := range c.handovers + 2 {
+		// The unit of the hand-overs, measured before each, like the
+		// pairs'.
+		unit, err := rawRoundTrip(ctx, st, rawID)
+		if err != nil {
+			return res, err
+		}
 		got := make(chan *coordination.Held, 1)
 		errc := make(chan error, 1)
 		var t1 time.Time
@@ -462,13 +475,14 @@ func lockRound(ctx context.Context, st *mongostore.Store, c config, round int) (
 		}
 		if i >= 2 {
 			hand = append(hand, float64(t1.Sub(t0).Microseconds())/1000)
+			handUnits = append(handUnits, unit)
 		}
 		holder, waiter = waiter, holder
 	}
 	if err := h.Release(ctx); err != nil {
 		return res, err
 	}
-	res.hand = median(hand)
+	res.hand, res.handUnit = median(hand), median(handUnits)
 
 	// Watch latency: a write's start → the informer's event of it.
 	w, err := watchLatency(ctx, st, c.watchN, round)
