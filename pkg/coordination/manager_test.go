@@ -135,3 +135,70 @@ func TestElectorDrivesManager(t *testing.T) {
 		t.Fatal("the leader-elected runnable still runs after the lease was lost")
 	}
 }
+
+// The manager's default leader election records into the manager's
+// coordination metrics, which Locks (and Memberships and Sharders) share
+// on the same registry; a second NewMetrics on it shares them too instead
+// of panicking.
+func TestManagerCoordinationMetrics(t *testing.T) {
+	s := store.NewScheme()
+	if err := coordination.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	st := memory.New(s)
+	defer st.Close(context.Background())
+	m, err := manager.New(manager.Options{Store: st, LeaderElection: true, LeaderElectionID: "metered", Namespace: "default",
+		LeaseDuration: 600 * time.Millisecond, RenewDeadline: 400 * time.Millisecond, RetryPeriod: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := m.CoordinationMetrics()
+	if metrics == nil {
+		t.Fatal("no coordination metrics")
+	}
+	ms, err := coordination.NewMembership(coordination.MembershipConfig{Store: st, Namespace: "default", Group: "metered", Metrics: metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	locks, err := coordination.NewLocks(coordination.LocksConfig{Store: st, Membership: ms, Metrics: coordination.NewMetrics(m.Registry())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []manager.Runnable{ms, locks} {
+		if err := m.Add(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() { result <- m.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := recvErr(t, result, "the manager to stop"); err != nil {
+			t.Errorf("Start = %v", err)
+		}
+	}()
+	h, err := locks.Acquire(ctx, "metered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	have := func() map[string]bool {
+		mfs, err := m.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, mf := range mfs {
+			out[mf.GetName()] = len(mf.GetMetric()) > 0
+		}
+		return out
+	}
+	eventually(t, "leader, lock and member metrics on the manager's registry", func() bool {
+		got := have()
+		return got["capstan_leader_is_leader"] && got["capstan_lease_transitions_total"] && got["capstan_lock_wait_seconds"] &&
+			got["capstan_lock_hold_seconds"] && got["capstan_members_live"]
+	})
+}

@@ -1,6 +1,7 @@
 package coordination
 
 import (
+	"errors"
 	"math/rand/v2"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +22,8 @@ type Metrics struct {
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
-// registered).
+// registered). Metrics reg already has from an earlier NewMetrics are
+// shared, not registered twice.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		leader: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "capstan_leader_is_leader",
@@ -40,9 +42,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Live members this process observes in its group"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.leader, m.transitions, m.lockWait, m.lockHold, m.lockWaiters, m.shards, m.members)
+		m.leader = register(reg, m.leader)
+		m.transitions = register(reg, m.transitions)
+		m.lockWait = register(reg, m.lockWait)
+		m.lockHold = register(reg, m.lockHold)
+		m.lockWaiters = register(reg, m.lockWaiters)
+		m.shards = register(reg, m.shards)
+		m.members = register(reg, m.members)
 	}
 	return m
+}
+
+// register registers c on reg, or returns the collector of the same
+// description reg already has; anything else is a programming error.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	if err != nil {
+		panic(err)
+	}
+	return c
 }
 
 func (m *Metrics) setLeader(lease meta.Key, leading bool) {
