@@ -1,9 +1,11 @@
 package embedded
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 )
@@ -45,8 +47,12 @@ func sjsonToBSON(data []byte) (bsoncore.Document, error) {
 	if !ok {
 		return nil, fmt.Errorf("sjson: no schema")
 	}
+	// As strict as FerretDB's reader: a schema member it does not know
+	// means a document of a kind this code has not seen.
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
 	var sch sjsonSchema
-	if err := json.Unmarshal(raw, &sch); err != nil {
+	if err := dec.Decode(&sch); err != nil {
 		return nil, fmt.Errorf("sjson: schema: %w", err)
 	}
 	delete(fields, "$s")
@@ -111,7 +117,7 @@ func appendSJSONValue(dst []byte, key string, v json.RawMessage, el *sjsonElem) 
 		idx, dst = bsoncore.AppendArrayElementStart(dst, key)
 		for i, it := range items {
 			var err error
-			if dst, err = appendSJSONValue(dst, fmt.Sprint(i), it, el.Items[i]); err != nil {
+			if dst, err = appendSJSONValue(dst, strconv.Itoa(i), it, el.Items[i]); err != nil {
 				return nil, err
 			}
 		}

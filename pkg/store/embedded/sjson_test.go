@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -189,13 +190,31 @@ func TestSJSONRejectsWhatItDoesNotKnow(t *testing.T) {
 		`{"$s":{"p":{"a":{"t":"array","i":[{"t":"int"}]}},"$k":["a"]},"a":[1,2]}`,
 		`{"$s":{"p":{"a":{"t":"object"}},"$k":["a"]},"a":{"b":1}}`,
 		`{"$s":{"p":{},"$k":["a"]},"a":1}`,
+		`{"$s":{"p":{"a":{"t":"int"}},"$k":["a"]},"a":1} x`,
+		`{"$s":{"p":{"a":{"t":"int"}},"$k":["a"],"x":1},"a":1}`,
+		`{"$s":{"p":{"a":{"t":"int","x":1}},"$k":["a"]},"a":1}`,
+		`{"$s":{"p":{"a":{"t":"int"}},"$k":["a"]},"a":+1}`,
+		`{"$s":{"p":{"a":{"t":"double"}},"$k":["a"]},"a":Infinity}`,
+		`{"$s":{"p":{"a":{"t":"double"}},"$k":["a"]},"a":1e400}`,
+		`{"$s":{"p":{"a":{"t":"date"}},"$k":["a"]},"a":"2026-01-01"}`,
+		`{"$s":{"p":{"a":{"t":"long"}},"$k":["a"]},"a":1.5}`,
+		`{"$s":{"p":{"a":{"t":"timestamp"}},"$k":["a"]},"a":-1}`,
+		`{"$s":{"p":{"a":{"t":"bool"}},"$k":["a"]},"a":tru}`,
+		`{"$s":{"p":{"a":{"t":"string"}},"$k":["a"]},"a":"unterminated}`,
+		`{"$s":{"p":{"a":{"t":"string"}},"$k":["a"]},"a":"bad \x escape"}`,
+		`{"$s":{"p":{"a":{"t":"binData","s":2}},"$k":["a"]},"a":"not base64!"}`,
+		`{"$s":{"p":{"a":{"t":"binData","s":256}},"$k":["a"]},"a":"AAE="}`,
+		`{"$s":{"p":{"a":{"t":"object","$s":{"p":{"b":{"t":"int"}},"$k":["b"]}}},"$k":["a"]},"a":{"b":1}`,
 	} {
 		if d, err := sjsonToBSON([]byte(in)); err == nil {
 			t.Errorf("%s: converted to %v, want an error", in, bson.Raw(d))
 		}
 	}
-	// The smallest valid documents.
+	// The smallest valid documents, escapes, and fields out of the
+	// schema's order.
 	for in, want := range map[string]bsoncore.Document{
+		`{"$s":{"$k":["a\"b","c"],"p":{"c":{"t":"string"},"a\"b":{"t":"int"}}},"c":"x\u003cy\n","a\"b":-7}`: bsoncore.NewDocumentBuilder().
+			AppendInt32("a\"b", -7).AppendString("c", "x<y\n").Build(),
 		`{"$s":{"p":{},"$k":[]}}`:                             bsoncore.NewDocumentBuilder().Build(),
 		`{"$s":{"p":{"a":{"t":"null"}},"$k":["a"]},"a":null}`: bsoncore.NewDocumentBuilder().AppendNull("a").Build(),
 	} {
@@ -251,5 +270,33 @@ func TestStoredByIDFindsWhatFerretDBFinds(t *testing.T) {
 	}
 	if _, ok := x.storedByID(ctx, "byid", "nosuch", value("plain")); ok {
 		t.Fatal("a collection with no table was answered")
+	}
+}
+
+// BenchmarkSJSONToBSON converts a stored document shaped like the
+// resource store's.
+func BenchmarkSJSONToBSON(b *testing.B) {
+	s := startServer(b)
+	coll := connect(b, s.URI()).Database("bench").Collection("sjson")
+	if _, err := coll.InsertOne(context.Background(), resourceDoc("ns/x", 1)); err != nil {
+		b.Fatal(err)
+	}
+	var stored []byte
+	x := frontOf(s).ids
+	x.mu.Lock()
+	c := x.ensureLocked(context.Background(), "bench", "sjson")
+	h, err := x.open("bench")
+	x.mu.Unlock()
+	if c == nil || err != nil || h == nil {
+		b.Fatalf("no table: %v", err)
+	}
+	if err := h.QueryRow(`SELECT _ferretdb_sjson FROM ` + sqlIdent(c.table)).Scan(&stored); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(stored)))
+	for b.Loop() {
+		if _, err := sjsonToBSON(stored); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
