@@ -189,7 +189,9 @@ func (l *Locks) TryAcquire(ctx context.Context, name string, opts ...LockOption)
 
 // Acquire blocks until it holds the lock named name or ctx ends. It wakes
 // on changes of the lock, on members leaving, and when the holder's TTL
-// runs out on this process's clock.
+// runs out on this process's clock. Waiters are not served in order: when
+// the lock is freed, every waiter tries and one compare-and-swap wins, so
+// under heavy contention a waiter can lose many times in a row.
 func (l *Locks) Acquire(ctx context.Context, name string, opts ...LockOption) (*Held, error) {
 	o, err := applyLockOptions(name, opts)
 	if err != nil {
