@@ -136,10 +136,10 @@ func TestElectorDrivesManager(t *testing.T) {
 	}
 }
 
-// The manager's default leader election records into the manager's
-// coordination metrics, which Locks (and Memberships and Sharders) share
-// on the same registry; a second NewMetrics on it shares them too instead
-// of panicking.
+// The manager's default leader election registers coordination metrics on
+// the manager's registry; Metrics for a Membership and Locks made on the
+// same registry share them instead of panicking, so leader, member and
+// lock metrics are all served there.
 func TestManagerCoordinationMetrics(t *testing.T) {
 	s := store.NewScheme()
 	if err := coordination.AddToScheme(s); err != nil {
@@ -152,11 +152,8 @@ func TestManagerCoordinationMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	metrics := m.CoordinationMetrics()
-	if metrics == nil {
-		t.Fatal("no coordination metrics")
-	}
-	ms, err := coordination.NewMembership(coordination.MembershipConfig{Store: st, Namespace: "default", Group: "metered", Metrics: metrics})
+	ms, err := coordination.NewMembership(coordination.MembershipConfig{Store: st, Namespace: "default", Group: "metered",
+		Metrics: coordination.NewMetrics(m.Registry())})
 	if err != nil {
 		t.Fatal(err)
 	}

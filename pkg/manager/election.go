@@ -11,8 +11,8 @@ import (
 )
 
 // defaultElector builds the coordination.Elector that LeaderElection: true
-// uses when no LeaderElector is given; it records into metrics.
-func defaultElector(opts Options, metrics *coordination.Metrics) (LeaderElector, error) {
+// uses when no LeaderElector is given.
+func defaultElector(opts Options) (LeaderElector, error) {
 	if opts.LeaderElectionID == "" {
 		return nil, errs.Invalid("leaderElectionID", "LeaderElection needs a LeaderElectionID (the Lease's name) or a LeaderElector")
 	}
@@ -38,6 +38,6 @@ func defaultElector(opts Options, metrics *coordination.Metrics) (LeaderElector,
 		RetryPeriod:     opts.RetryPeriod,
 		ReleaseOnCancel: opts.LeaderElectionReleaseOnCancel,
 		Logger:          opts.Logger.WithName("leader-election"),
-		Metrics:         metrics,
+		Metrics:         coordination.NewMetrics(opts.Registry),
 	})
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/capstanhq/capstan/pkg/coordination"
 	"github.com/capstanhq/capstan/pkg/errs"
 	"github.com/capstanhq/capstan/pkg/source"
 	"github.com/capstanhq/capstan/pkg/store"
@@ -100,8 +99,6 @@ type Manager struct {
 	log      logr.Logger
 	cache    *source.Cache
 	registry *prometheus.Registry
-	// coordMetrics are the coordination metrics on registry.
-	coordMetrics *coordination.Metrics
 
 	mu        sync.Mutex
 	started   bool
@@ -131,9 +128,8 @@ func New(opts Options) (*Manager, error) {
 		opts.Registry = prometheus.NewRegistry()
 		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	coordMetrics := coordination.NewMetrics(opts.Registry)
 	if opts.LeaderElection && opts.LeaderElector == nil {
-		le, err := defaultElector(opts, coordMetrics)
+		le, err := defaultElector(opts)
 		if err != nil {
 			return nil, err
 		}
@@ -147,7 +143,7 @@ func New(opts Options) (*Manager, error) {
 		co.Logger = opts.Logger.WithName("cache")
 	}
 	m := &Manager{
-		opts: opts, log: opts.Logger, registry: opts.Registry, coordMetrics: coordMetrics,
+		opts: opts, log: opts.Logger, registry: opts.Registry,
 		cache:     source.NewCache(opts.Store, co),
 		health:    map[string]Checker{},
 		ready:     map[string]Checker{},
@@ -175,12 +171,6 @@ func (m *Manager) Logger() logr.Logger { return m.log }
 
 // Registry returns the manager's metrics registry.
 func (m *Manager) Registry() *prometheus.Registry { return m.registry }
-
-// CoordinationMetrics returns the coordination metrics registered on the
-// manager's registry (the default leader election records into them): pass
-// them as the Metrics of the Membership, Locks and Sharders the manager
-// runs. A second coordination.NewMetrics on the same registry would panic.
-func (m *Manager) CoordinationMetrics() *coordination.Metrics { return m.coordMetrics }
 
 // Elected is closed when this process leads (at start without leader
 // election).
