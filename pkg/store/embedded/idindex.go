@@ -191,6 +191,26 @@ func (x *idIndexes) storedByID(ctx context.Context, db, coll string, id bsoncore
 	if err != nil {
 		return nil, false
 	}
+	stored, ok := x.rowsByID(ctx, db, coll, string(arg))
+	if !ok {
+		return nil, false
+	}
+	for _, row := range stored { // converted outside x.mu
+		d, err := sjsonToBSON(row)
+		if err != nil {
+			x.log.Debug("a stored document could not be converted", "db", db, "collection", coll, "err", err)
+			return nil, false
+		}
+		if got, err := d.LookupErr("_id"); err == nil && got.Equal(id) {
+			doc = d
+		}
+	}
+	return doc, true
+}
+
+// rowsByID returns the stored rows of db.coll whose _id is the JSON
+// string key; ok is false when the table is not known or the read failed.
+func (x *idIndexes) rowsByID(ctx context.Context, db, coll, key string) (stored [][]byte, ok bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	c := x.ensureLocked(ctx, db, coll)
@@ -201,30 +221,20 @@ func (x *idIndexes) storedByID(ctx context.Context, db, coll string, id bsoncore
 	if err != nil || h == nil {
 		return nil, false
 	}
-	rows, err := h.QueryContext(ctx, `SELECT _ferretdb_sjson FROM `+sqlIdent(c.table)+` WHERE _ferretdb_sjson->'$._id' = ?`, string(arg))
+	rows, err := h.QueryContext(ctx, `SELECT _ferretdb_sjson FROM `+sqlIdent(c.table)+` WHERE _ferretdb_sjson->'$._id' = ?`, key)
 	if err != nil {
 		x.log.Debug("reading by _id from SQLite failed", "db", db, "collection", coll, "err", err)
 		return nil, false
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var stored []byte
-		if err := rows.Scan(&stored); err != nil {
+		var row []byte
+		if err := rows.Scan(&row); err != nil {
 			return nil, false
 		}
-		d, err := sjsonToBSON(stored)
-		if err != nil {
-			x.log.Debug("a stored document could not be converted", "db", db, "collection", coll, "err", err)
-			return nil, false
-		}
-		if got, err := d.LookupErr("_id"); err == nil && got.Equal(id) {
-			doc = d
-		}
+		stored = append(stored, row)
 	}
-	if rows.Err() != nil {
-		return nil, false
-	}
-	return doc, true
+	return stored, rows.Err() == nil
 }
 
 // ensureAll indexes every collection of every database in the directory.

@@ -25,10 +25,10 @@ import (
 // position in SQLite by record id, which the oplog's table is keyed by,
 // and converts each stored entry to BSON itself (sjson.go), asking
 // FerretDB for an entry by _id (one probe of the lookup index, idindex.go)
-// only if it cannot. A read then costs in proportion to the new entries. Waits are served as for
-// other tailing cursors (tail.go). When the entry a cursor stood on has
-// been trimmed away, its next getMore fails with CappedPositionLost, as
-// MongoDB's would.
+// only if it cannot. A read then costs in proportion to the new entries.
+// Waits are served as for other tailing cursors (tail.go). When the entry
+// a cursor stood on has been trimmed away, its next getMore fails with
+// CappedPositionLost, as MongoDB's would.
 
 // codeCappedPositionLost is MongoDB's error for a tailing cursor whose
 // position was deleted from its capped collection.
@@ -199,7 +199,7 @@ func (p *pair) oplogEntries(backend net.Conn, refs []oplogRef, responses <-chan 
 			cerr = errBadOplogID
 		}
 		p.f.log.Debug("reading an oplog entry through FerretDB", "err", cerr)
-		d, ok, err := p.readByID(backend, OplogDatabase, OplogCollection, bsoncore.Value{Type: bsoncore.TypeObjectID, Data: r.id[:]}, responses)
+		d, ok, err := p.findByID(backend, OplogDatabase, OplogCollection, bsoncore.Value{Type: bsoncore.TypeObjectID, Data: r.id[:]}, responses)
 		switch {
 		case err != nil:
 			return nil, false, err

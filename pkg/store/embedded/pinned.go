@@ -337,11 +337,7 @@ func (p *pair) pinnedRoundTrip(backend net.Conn, msg []byte, w *pinnedWrite, res
 }
 
 // readByID reads the document of db.coll whose _id is id: from SQLite
-// when it can (idIndexes.storedByID), else from the backend, a lookup
-// FerretDB pushes down to SQLite for strings and ObjectIDs. doc is nil
-// when there is none; ok is false when the backend's reply is not a cursor
-// of at most one document (an error reply among them); err is a failure of
-// the backend connection, which ends the pair.
+// when it can (idIndexes.storedByID), else from the backend (findByID).
 func (p *pair) readByID(backend net.Conn, db, coll string, id bsoncore.Value, responses <-chan []byte) (doc bsoncore.Document, ok bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.f.timeout)
 	doc, ok = p.f.ids.storedByID(ctx, db, coll, id)
@@ -350,6 +346,15 @@ func (p *pair) readByID(backend net.Conn, db, coll string, id bsoncore.Value, re
 		p.f.readsFromSQLite.Add(1)
 		return doc, true, nil
 	}
+	return p.findByID(backend, db, coll, id, responses)
+}
+
+// findByID reads the document of db.coll whose _id is id from the
+// backend, a lookup FerretDB pushes down to SQLite for strings and
+// ObjectIDs. doc is nil when there is none; ok is false when the backend's
+// reply is not a cursor of at most one document (an error reply among
+// them); err is a failure of the backend connection, which ends the pair.
+func (p *pair) findByID(backend net.Conn, db, coll string, id bsoncore.Value, responses <-chan []byte) (doc bsoncore.Document, ok bool, err error) {
 	find := encodeCommand(db, bsoncore.NewDocumentBuilder().
 		AppendString("find", coll).
 		AppendDocument("filter", idFilter(id)).

@@ -96,7 +96,7 @@ func randomValue(r *rand.Rand, depth int) any {
 }
 
 // storedRows returns every row of db.coll's table as FerretDB stored it.
-func storedRows(t *testing.T, s *Server, db, coll string) [][]byte {
+func storedRows(t testing.TB, s *Server, db, coll string) [][]byte {
 	t.Helper()
 	x := frontOf(s).ids
 	x.mu.Lock()
@@ -281,18 +281,7 @@ func BenchmarkSJSONToBSON(b *testing.B) {
 	if _, err := coll.InsertOne(context.Background(), resourceDoc("ns/x", 1)); err != nil {
 		b.Fatal(err)
 	}
-	var stored []byte
-	x := frontOf(s).ids
-	x.mu.Lock()
-	c := x.ensureLocked(context.Background(), "bench", "sjson")
-	h, err := x.open("bench")
-	x.mu.Unlock()
-	if c == nil || err != nil || h == nil {
-		b.Fatalf("no table: %v", err)
-	}
-	if err := h.QueryRow(`SELECT _ferretdb_sjson FROM ` + sqlIdent(c.table)).Scan(&stored); err != nil {
-		b.Fatal(err)
-	}
+	stored := storedRows(b, s, "bench", "sjson")[0]
 	b.SetBytes(int64(len(stored)))
 	for b.Loop() {
 		if _, err := sjsonToBSON(stored); err != nil {
